@@ -1,0 +1,36 @@
+"""Shared test set-up: quiet TensorFlow, two logical CPU devices, the GOPRO samples."""
+
+import os
+import pathlib
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
+
+import pytest  # noqa: E402
+import tensorflow as tf  # noqa: E402
+
+# Two logical CPU devices so MirroredStrategy can be tested without a GPU. This must
+# happen before TensorFlow initialises its devices, i.e. before any test runs an op.
+_cpu = tf.config.list_physical_devices("CPU")[0]
+tf.config.set_logical_device_configuration(
+    _cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+)
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+GOPRO_SAMPLES = REPO.parent / "shared" / "gopro_samples"
+
+
+@pytest.fixture(scope="session")
+def gopro_samples() -> pathlib.Path:
+    """Folder of real GOPRO pairs (``../shared/gopro_samples``); skips when absent."""
+    if not (GOPRO_SAMPLES / "Istanbul_blur1.png").is_file():
+        pytest.skip(f"GOPRO samples not found at {GOPRO_SAMPLES}")
+    return GOPRO_SAMPLES
+
+
+@pytest.fixture(autouse=True)
+def _clear_keras_session():
+    yield
+    import keras
+
+    keras.backend.clear_session()

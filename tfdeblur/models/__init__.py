@@ -1,0 +1,3 @@
+"""Network definitions. Importing this package registers every network in the registry."""
+
+from tfdeblur.models import lcnet  # noqa: F401

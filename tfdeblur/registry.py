@@ -1,0 +1,163 @@
+"""The one registry of networks: name -> builder, model presets and training presets.
+
+Every network module registers itself with :func:`register_model`; everything else
+(``train.py``, the CLI, the exporters, the tests) builds models through
+:func:`build_model` and reads training presets through :func:`get_train_preset`, so a
+new network becomes trainable, exportable and testable by registering it once.
+
+Presets are plain JSON-able dicts. Model presets hold the builder's keyword arguments;
+training presets hold the paper's optimisation recipe (batch, patch, learning-rate
+schedule, loss, length) and are kept apart from the model configuration.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+from collections.abc import Callable, Mapping
+from typing import Any
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelSpec:
+    """What the registry knows about one network.
+
+    Attributes:
+        name: registry name, e.g. ``"lcnet"``.
+        builder: callable ``(**config) -> keras.Model``.
+        presets: model presets, ``{preset_name: builder kwargs}``; ``"paper"`` is the
+            default preset and ``"tiny"`` the test preset.
+        train_presets: training presets, ``{preset_name: training config dict}``;
+            ``"paper"`` is the default.
+        default_preset: the preset :func:`build_model` uses when none is named.
+        description: one line for listings.
+    """
+
+    name: str
+    builder: Callable[..., Any]
+    presets: Mapping[str, Mapping[str, Any]]
+    train_presets: Mapping[str, Mapping[str, Any]]
+    default_preset: str = "paper"
+    description: str = ""
+
+
+_REGISTRY: dict[str, ModelSpec] = {}
+
+
+def register_model(
+    name: str,
+    *,
+    presets: Mapping[str, Mapping[str, Any]],
+    train_presets: Mapping[str, Mapping[str, Any]] | None = None,
+    default_preset: str = "paper",
+    description: str = "",
+) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """Class/function decorator registering a model builder under ``name``.
+
+    Raises:
+        ValueError: if ``name`` is already registered or ``default_preset`` is not one
+            of ``presets``.
+    """
+
+    def decorator(builder: Callable[..., Any]) -> Callable[..., Any]:
+        if name in _REGISTRY:
+            raise ValueError(f"A model named {name!r} is already registered.")
+        if default_preset not in presets:
+            raise ValueError(
+                f"Model {name!r}: default preset {default_preset!r} is not one of "
+                f"{sorted(presets)}."
+            )
+        _REGISTRY[name] = ModelSpec(
+            name=name,
+            builder=builder,
+            presets=dict(presets),
+            train_presets=dict(train_presets or {}),
+            default_preset=default_preset,
+            description=description,
+        )
+        return builder
+
+    return decorator
+
+
+def _ensure_models_imported() -> None:
+    # Importing the package registers every network (each module decorates its builder).
+    import tfdeblur.models  # noqa: F401
+
+
+def list_models() -> list[str]:
+    """Names of all registered networks, sorted."""
+    _ensure_models_imported()
+    return sorted(_REGISTRY)
+
+
+def get_spec(name: str) -> ModelSpec:
+    """The :class:`ModelSpec` of ``name``.
+
+    Raises:
+        KeyError: naming the unknown model and listing the registered ones.
+    """
+    _ensure_models_imported()
+    try:
+        return _REGISTRY[name]
+    except KeyError:
+        raise KeyError(
+            f"Unknown model {name!r}. Registered models: {', '.join(sorted(_REGISTRY))}."
+        ) from None
+
+
+def get_model_config(name: str, preset: str | None = None, **overrides: Any) -> dict[str, Any]:
+    """The builder kwargs of ``name``'s ``preset`` (default preset if None) with overrides.
+
+    Raises:
+        KeyError: unknown model or preset.
+        TypeError: an override that is not a key of the preset.
+    """
+    spec = get_spec(name)
+    preset = preset or spec.default_preset
+    if preset not in spec.presets:
+        raise KeyError(
+            f"Model {name!r} has no preset {preset!r}. Presets: {', '.join(sorted(spec.presets))}."
+        )
+    config = copy.deepcopy(dict(spec.presets[preset]))
+    unknown = sorted(set(overrides) - set(config))
+    if unknown:
+        raise TypeError(
+            f"Model {name!r}: unknown config key(s) {unknown}. Known keys: {sorted(config)}."
+        )
+    config.update(overrides)
+    return config
+
+
+def build_model(name: str, preset: str | None = None, **overrides: Any):
+    """Build a registered network by name.
+
+    Args:
+        name: registry name (see :func:`list_models`).
+        preset: model preset; the network's default (the paper configuration) if None.
+            Every network has ``"tiny"`` for tests.
+        **overrides: builder kwargs replacing the preset's values.
+
+    Returns:
+        A ``keras.Model``.
+
+    Example:
+        >>> model = tfdeblur.build_model("lcnet", preset="tiny")
+    """
+    config = get_model_config(name, preset, **overrides)
+    return get_spec(name).builder(**config)
+
+
+def get_train_preset(name: str, preset: str = "paper") -> dict[str, Any]:
+    """A copy of the training preset ``preset`` of model ``name``.
+
+    Raises:
+        KeyError: unknown model or training preset.
+    """
+    spec = get_spec(name)
+    if preset not in spec.train_presets:
+        raise KeyError(
+            f"Model {name!r} has no training preset {preset!r}. "
+            f"Training presets: {', '.join(sorted(spec.train_presets)) or 'none'}."
+        )
+    return copy.deepcopy(dict(spec.train_presets[preset]))
