@@ -35,7 +35,15 @@ class PadToMultiple(keras.layers.Layer):
         shape = tf.shape(inputs)
         pad_h = (-shape[1]) % self.multiple
         pad_w = (-shape[2]) % self.multiple
-        return tf.pad(inputs, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
+        padded = tf.pad(inputs, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
+        # tf.pad with dynamic paddings loses every static dim; the TFLite converter then
+        # cannot lower the next Conv2D (unknown input channels) with dynamic H, W. A
+        # reshape to (B, H', W', C) with C static restores it (RESHAPE is a builtin).
+        if inputs.shape[-1] is not None:
+            padded = tf.reshape(
+                padded, tf.stack([shape[0], shape[1] + pad_h, shape[2] + pad_w, inputs.shape[-1]])
+            )
+        return padded
 
     def compute_output_shape(self, input_shape):
         def up(n):

@@ -1,0 +1,205 @@
+"""Pixel-adaptive ("dynamic") filtering: the local branch of SAPHN's global-local module.
+
+Reference:
+    Suin, Purohit, Rajagopalan, "Spatially-Attentive Patch-Hierarchical Network for
+    Adaptive Motion Deblurring", CVPR 2020 (``../shared/papers/saphn_patch_hierarchical_attentive.txt``),
+    sec. 2.2, eq. (7); its base, Su et al., "Pixel-Adaptive Convolutional Neural
+    Networks", CVPR 2019 (PAC).
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+
+def _kernel_layout(kernel_shape, adaptive_shape, channels):
+    """Validates the static shapes; returns (k, taps, adaptive channels per tap)."""
+    if len(kernel_shape) != 4 or kernel_shape[0] != kernel_shape[1] or kernel_shape[0] % 2 == 0:
+        raise ValueError(
+            f"kernel must have shape (k, k, C, O) with odd k, got {tuple(kernel_shape)}."
+        )
+    k = int(kernel_shape[0])
+    if channels is not None and kernel_shape[2] != channels:
+        raise ValueError(
+            f"kernel has {kernel_shape[2]} input channels but inputs have {channels}."
+        )
+    taps = k * k
+    depth = adaptive_shape[-1]
+    if depth == taps:
+        return k, taps, 1
+    if channels is not None and depth == taps * channels:
+        return k, taps, channels
+    raise ValueError(
+        f"adaptive_kernel must have k*k={taps} channels (one weight per tap, shared by all "
+        f"input channels) or k*k*C={taps}*{channels} channels (tap-major, one weight per tap "
+        f"and input channel), got shape {tuple(adaptive_shape)}."
+    )
+
+
+def dynamic_filter(inputs, adaptive_kernel, kernel, bias=None):
+    """Spatially varying convolution of SAPHN eq. (7) / PAC.
+
+    ``y_i = sum_{j in Omega(i)} K_{p_i, p_j} W[p_i - p_j] x_j + b`` for every pixel i:
+    a learned ``k x k`` filter ``W`` (``(k, k, C, O)``) whose taps are re-weighted at
+    every pixel by the pixel-dependent kernel ``K`` produced at run time. With ``K = 1``
+    it is the ordinary convolution (the "special case" of sec. 2.2).
+
+    Conventions (the paper writes the equation only):
+
+    * ``W[p_i - p_j]`` is read in the cross-correlation convention of every deep-learning
+      framework: tap ``(dy, dx)`` of ``W`` (and channel ``dy * k + dx`` of ``K``) weighs
+      the neighbour at offset ``(dy - r, dx - r)``, ``r = k // 2``. With ``K = 1`` the
+      result equals ``tf.nn.conv2d(inputs, kernel, 1, "SAME") + bias``.
+    * Neighbours outside the image are zeros (``SAME`` zero padding).
+    * ``K`` has one weight per pixel and tap shared by all input channels (PAC's
+      ``K(f_i, f_j)`` is a scalar), shape ``(B, H, W, k*k)``; a kernel of shape
+      ``(B, H, W, k*k*C)`` (tap-major: channel ``t * C + c`` is tap t, input channel c)
+      gives one weight per tap and input channel.
+
+    Implementation: zero padding and ``k*k`` shifted slices of the input, each
+    multiplied by its per-pixel weight and contracted with its ``(C, O)`` tap of ``W``
+    by a 1x1 convolution, accumulated tap by tap. No ``ExtractImagePatches``: it
+    converts to TFLite builtins (PAD, STRIDED_SLICE, MUL, CONV_2D, ADD) and to ONNX
+    with dynamic H and W, and its peak memory is ``O(HWC)`` rather than the
+    ``O(k*k*HWC)`` of an unfolded tensor (training still keeps the ``k*k`` modulated
+    slices for the backward pass).
+
+    Args:
+        inputs: ``(B, H, W, C)`` features x.
+        adaptive_kernel: ``(B, H, W, k*k)`` or ``(B, H, W, k*k*C)`` pixel-dependent K.
+        kernel: ``(k, k, C, O)`` learned filter W, odd k.
+        bias: optional ``(O,)`` bias b.
+
+    Returns:
+        ``(B, H, W, O)`` tensor.
+
+    Raises:
+        ValueError: if the shapes of ``kernel`` or ``adaptive_kernel`` do not fit.
+    """
+    inputs = tf.convert_to_tensor(inputs)
+    adaptive_kernel = tf.convert_to_tensor(adaptive_kernel, dtype=inputs.dtype)
+    kernel = tf.convert_to_tensor(kernel, dtype=inputs.dtype)
+    if inputs.shape.rank != 4 or adaptive_kernel.shape.rank != 4:
+        raise ValueError(
+            f"inputs and adaptive_kernel must be 4-D (B, H, W, C), got shapes "
+            f"{inputs.shape} and {adaptive_kernel.shape}."
+        )
+    k, taps, per_tap = _kernel_layout(kernel.shape, adaptive_kernel.shape, inputs.shape[-1])
+    r = k // 2
+    height, width = tf.shape(inputs)[1], tf.shape(inputs)[2]
+    padded = tf.pad(inputs, [[0, 0], [r, r], [r, r], [0, 0]])
+    out = None
+    for t in range(taps):
+        dy, dx = divmod(t, k)
+        neighbours = padded[:, dy : dy + height, dx : dx + width, :]
+        weight = adaptive_kernel[..., t * per_tap : (t + 1) * per_tap]
+        term = tf.nn.conv2d(neighbours * weight, kernel[dy : dy + 1, dx : dx + 1], 1, "VALID")
+        out = term if out is None else out + term
+    if bias is not None:
+        out = out + tf.convert_to_tensor(bias, dtype=inputs.dtype)
+    return out
+
+
+@keras.saving.register_keras_serializable(package="tfdeblur")
+class DynamicFilter(keras.layers.Layer):
+    """Pixel-dependent filtering (PDF) with its kernel-generating meta-layer, eq. (7).
+
+    ``y = dynamic_filter(x, K(x), W, b)``: a meta-layer predicts from the input a
+    ``k x k`` kernel ``K`` for every pixel, which modulates the taps of a learned
+    ``k x k`` filter ``W`` (see :func:`dynamic_filter`).
+
+    Readings of the paper (sec. 2.2 says only that "a 'meta-layer' generates a pixel
+    dependent spatially varying kernel" from the input; sec. 3.1 that the filter of the
+    PDF modules is 5x5 and that every convolution inside the modules has 128 filters):
+
+    * Meta-layer: ``conv3x3(meta_filters) -> ReLU -> conv3x3(k*k)``. Two 3x3 layers
+      see a 5x5 neighbourhood, the window the kernel acts on; ``meta_filters=128``.
+    * ``K = 1 + g(x)`` with the last meta convolution zero-initialised: the layer
+      starts as the ordinary convolution (the ``K = 1`` special case the paper names)
+      and learns the modulation; ``K`` is otherwise unconstrained (no softmax or
+      Gaussian as in PAC, whose fixed Gaussian the paper replaces by the meta-layer).
+    * One ``K`` weight per pixel and tap, shared by the input channels, as in PAC
+      (``per_channel_kernel=True`` predicts ``k*k*C`` weights instead).
+
+    Args:
+        filters: int or None, output channels O; None keeps the input channel count.
+            Default None.
+        kernel_size: odd int, side k of W and K. Default 5 (sec. 3.1).
+        meta_filters: int, width of the meta-layer's hidden convolution. Default 128.
+        per_channel_kernel: bool, one K weight per tap and input channel. Default False.
+        kernel_initializer: initializer of W and the first meta convolution. Default
+            ``"glorot_uniform"``.
+    """
+
+    def __init__(
+        self,
+        filters=None,
+        kernel_size=5,
+        meta_filters=128,
+        per_channel_kernel=False,
+        kernel_initializer="glorot_uniform",
+        **kwargs,
+    ):
+        super().__init__(**kwargs)
+        if filters is not None and (not isinstance(filters, int) or filters < 1):
+            raise ValueError(f"filters must be a positive integer or None, got {filters!r}.")
+        if not isinstance(kernel_size, int) or kernel_size < 1 or kernel_size % 2 == 0:
+            raise ValueError(f"kernel_size must be a positive odd integer, got {kernel_size!r}.")
+        if not isinstance(meta_filters, int) or meta_filters < 1:
+            raise ValueError(f"meta_filters must be a positive integer, got {meta_filters!r}.")
+        self.filters = filters
+        self.kernel_size = kernel_size
+        self.meta_filters = meta_filters
+        self.per_channel_kernel = bool(per_channel_kernel)
+        self.kernel_initializer = keras.initializers.get(kernel_initializer)
+
+    def build(self, input_shape):
+        channels = input_shape[-1]
+        if channels is None:
+            raise ValueError(f"DynamicFilter needs a known channel count, got {input_shape}.")
+        out_channels = self.filters or channels
+        k = self.kernel_size
+        self.meta_hidden = keras.layers.Conv2D(
+            self.meta_filters,
+            3,
+            padding="same",
+            activation="relu",
+            kernel_initializer=self.kernel_initializer,
+            dtype=self.dtype_policy,
+            name="meta_hidden",
+        )
+        self.meta_kernel = keras.layers.Conv2D(
+            k * k * (channels if self.per_channel_kernel else 1),
+            3,
+            padding="same",
+            kernel_initializer="zeros",
+            dtype=self.dtype_policy,
+            name="meta_kernel",
+        )
+        self.meta_hidden.build(input_shape)
+        self.meta_kernel.build(tuple(input_shape[:-1]) + (self.meta_filters,))
+        self.kernel = self.add_weight(
+            name="kernel", shape=(k, k, channels, out_channels), initializer=self.kernel_initializer
+        )
+        self.bias = self.add_weight(name="bias", shape=(out_channels,), initializer="zeros")
+
+    def adaptive_kernel(self, inputs):
+        """The pixel-dependent kernel ``K = 1 + g(x)``, ``(B, H, W, k*k[*C])``."""
+        return 1.0 + self.meta_kernel(self.meta_hidden(inputs))
+
+    def call(self, inputs):
+        return dynamic_filter(inputs, self.adaptive_kernel(inputs), self.kernel, self.bias)
+
+    def compute_output_shape(self, input_shape):
+        return tuple(input_shape[:-1]) + (self.filters or input_shape[-1],)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "filters": self.filters,
+            "kernel_size": self.kernel_size,
+            "meta_filters": self.meta_filters,
+            "per_channel_kernel": self.per_channel_kernel,
+            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+        }

@@ -1,0 +1,5 @@
+import sys
+
+from tfdeblur.cli import main
+
+sys.exit(main())

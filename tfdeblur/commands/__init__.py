@@ -1,0 +1,1 @@
+"""Sub-commands of the ``tfdeblur`` CLI, one per module; each defines ``register(subparsers)``."""
