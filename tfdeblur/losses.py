@@ -12,6 +12,11 @@ Terms:
   over the K outputs of a multi-scale model against the Gaussian pyramid of the target.
 * ``multiscale_l1``: DeepDeblur-PyTorch's training loss, the sum over scales of the
   per-scale mean absolute error.
+* ``adversarial``: DeepDeblur sec. 3.3, ``-log D(G(B))`` for the generator (the
+  non-saturating form, binary cross-entropy on logits against "sharp"), with the
+  discriminator of Table 1 trained jointly on ``log D(S) + log(1 - D(G(B)))``. The
+  trainer computes this term (it needs the discriminator); it is listed here so presets
+  validate.
 
 Every term is a mean over the replica's batch; the trainer divides by the number of
 replicas before taking gradients (``tf.nn.compute_average_loss`` semantics).
@@ -30,7 +35,7 @@ logger = logging.getLogger(__name__)
 
 PIXEL_TERMS = ("l1", "mse", "charbonnier")
 MULTISCALE_TERMS = ("multiscale_mse", "multiscale_l1")
-KNOWN_TERMS = PIXEL_TERMS + MULTISCALE_TERMS + ("perceptual",)
+KNOWN_TERMS = PIXEL_TERMS + MULTISCALE_TERMS + ("perceptual", "adversarial")
 
 VGG19_WEIGHTS_URL = (
     "https://storage.googleapis.com/tensorflow/keras-applications/vgg19/"
@@ -172,4 +177,20 @@ class DeblurLoss:
             "multiscale_mse": lambda: multiscale_mse(target, outputs),
             "multiscale_l1": lambda: multiscale_l1(target, outputs),
         }
-        return {name: weight * functions[name]() for name, weight in self.terms.items()}
+        return {
+            name: weight * functions[name]()
+            for name, weight in self.terms.items()
+            if name != "adversarial"
+        }
+
+    @property
+    def adversarial_weight(self) -> float:
+        """Weight of the adversarial term (0 when the preset has none)."""
+        return self.terms.get("adversarial", 0.0)
+
+
+def bce_with_logits(logits, label: float):
+    """Mean binary cross-entropy of logits against a constant label (0 or 1)."""
+    logits = tf.cast(logits, tf.float32)
+    labels = tf.fill(tf.shape(logits), label)
+    return tf.reduce_mean(tf.nn.sigmoid_cross_entropy_with_logits(labels=labels, logits=logits))

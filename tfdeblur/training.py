@@ -28,7 +28,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfdeblur import registry
-from tfdeblur.losses import DeblurLoss
+from tfdeblur.losses import DeblurLoss, bce_with_logits
 from tfdeblur.metrics import psnr, ssim
 
 logger = logging.getLogger(__name__)
@@ -138,7 +138,9 @@ def make_lr_schedule(settings: Mapping[str, Any], steps_per_epoch: int, total_st
         return lr
     factor = float(spec["factor"])
     values = [lr * factor**i for i in range(len(boundaries) + 1)]
-    return keras.optimizers.schedules.PiecewiseConstantDecay(boundaries, values)
+    # The schedule sees the number of finished steps and keeps values[i] while
+    # step <= boundary: shift by one so step ``b`` (the first of the new stage) decays.
+    return keras.optimizers.schedules.PiecewiseConstantDecay([b - 1 for b in boundaries], values)
 
 
 class DeblurTrainer(keras.Model):
@@ -148,13 +150,23 @@ class DeblurTrainer(keras.Model):
     step. Validation reports PSNR/SSIM of the finest output against the sharp image.
     """
 
-    def __init__(self, generator: keras.Model, loss: DeblurLoss, **kwargs):
+    def __init__(
+        self,
+        generator: keras.Model,
+        loss: DeblurLoss,
+        discriminator: keras.Model | None = None,
+        d_optimizer: keras.optimizers.Optimizer | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
+        if loss.adversarial_weight and (discriminator is None or d_optimizer is None):
+            raise ValueError("An adversarial loss term needs a discriminator and its optimizer.")
         self.generator = generator
         self.deblur_loss = loss
-        self.loss_trackers = {
-            name: keras.metrics.Mean(name=name) for name in ["loss", *loss.terms]
-        }
+        self.discriminator = discriminator
+        self.d_optimizer = d_optimizer
+        names = ["loss", *loss.terms] + (["d_loss"] if loss.adversarial_weight else [])
+        self.loss_trackers = {name: keras.metrics.Mean(name=name) for name in names}
         self.psnr_tracker = keras.metrics.Mean(name="psnr")
         self.ssim_tracker = keras.metrics.Mean(name="ssim")
 
@@ -169,13 +181,30 @@ class DeblurTrainer(keras.Model):
         blur, sharp = data
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         variables = self.generator.trainable_variables
+        adversarial = self.deblur_loss.adversarial_weight
         with tf.GradientTape() as tape:
             prediction = self.generator(blur, training=True)
             terms = self.deblur_loss(sharp, prediction)
+            if adversarial:
+                finest = prediction[0] if isinstance(prediction, (list, tuple)) else prediction
+                fake_logits = self.discriminator(finest, training=False)
+                terms["adversarial"] = adversarial * bce_with_logits(fake_logits, 1.0)
             loss = tf.add_n(list(terms.values()))
             scaled = self.optimizer.scale_loss(loss / replicas)
         gradients = tape.gradient(scaled, variables)
         self.optimizer.apply_gradients(zip(gradients, variables))
+        if adversarial:
+            # Discriminator step on the same batch (DeepDeblur sec. 3.3, trained jointly).
+            fake = tf.stop_gradient(finest)
+            d_variables = self.discriminator.trainable_variables
+            with tf.GradientTape() as tape:
+                d_loss = bce_with_logits(self.discriminator(fake, training=True), 0.0) + bce_with_logits(
+                    self.discriminator(sharp, training=True), 1.0
+                )
+                d_scaled = self.d_optimizer.scale_loss(d_loss / replicas)
+            d_gradients = tape.gradient(d_scaled, d_variables)
+            self.d_optimizer.apply_gradients(zip(d_gradients, d_variables))
+            self.loss_trackers["d_loss"].update_state(d_loss)
         self.loss_trackers["loss"].update_state(loss)
         for name, value in terms.items():
             self.loss_trackers[name].update_state(value)
@@ -328,11 +357,22 @@ def train(config: TrainConfig) -> dict[str, Any]:
         schedule = make_lr_schedule(settings, steps_per_epoch, total_steps)
         adam = settings.get("adam", {})
         optimizer = keras.optimizers.Adam(learning_rate=schedule, **adam)
-        trainer = DeblurTrainer(generator, loss)
+        discriminator = d_optimizer = None
+        extra = {}
+        if loss.adversarial_weight:
+            from tfdeblur.models.discriminator import build_discriminator
+
+            discriminator = build_discriminator()
+            d_optimizer = keras.optimizers.Adam(learning_rate=schedule, **adam)
+            d_optimizer.build(discriminator.trainable_variables)
+            extra = {"discriminator": discriminator, "d_optimizer": d_optimizer}
+        trainer = DeblurTrainer(generator, loss, discriminator, d_optimizer)
         trainer.compile(optimizer=optimizer)
         optimizer.build(generator.trainable_variables)
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
-        checkpoint = tf.train.Checkpoint(model=generator, optimizer=optimizer, epoch=epoch_var)
+        checkpoint = tf.train.Checkpoint(
+            model=generator, optimizer=optimizer, epoch=epoch_var, **extra
+        )
 
     ckpt_dir = out_dir / "checkpoints" if is_chief else out_dir / f".worker-{_task_id()}"
     manager = tf.train.CheckpointManager(checkpoint, str(ckpt_dir), config.keep_checkpoints)

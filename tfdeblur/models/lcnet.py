@@ -47,10 +47,24 @@ TRAIN_PAPER = {
 }
 
 
+# A few minutes on a laptop CPU: the README's first command (``--train-preset demo``).
+TRAIN_DEMO = {
+    "batch_size": 8,
+    "patch_size": 96,
+    "optimizer": "adam",
+    "learning_rate": 5e-4,
+    "lr_schedule": {"type": "constant"},
+    "epochs": 30,
+    "loss": {"l1": 1.0},
+    "augment": {"flip": True, "rotate": True, "channel_shuffle": True},
+    "blur_key": "blur",
+}
+
+
 @register_model(
     "lcnet",
     presets={"paper": PAPER, "tiny": TINY},
-    train_presets={"paper": TRAIN_PAPER},
+    train_presets={"paper": TRAIN_PAPER, "demo": TRAIN_DEMO},
     description="LCNet (ICASSP 2020): encoder-decoder with local correlation blocks, 28.69 dB",
 )
 def lcnet(
