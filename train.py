@@ -69,6 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"train.py: error: {message}", file=sys.stderr)
         return 2
+    print(f"Final weights sha256: {summary['weights_sha256']}")
     print(
         f"Saved {summary['final_model']}. Validation PSNR: blurry {summary['val_psnr_blurry']:.2f} dB, "
         f"untrained {summary['val_psnr_untrained']:.2f} dB -> trained {summary['val_psnr_trained']:.2f} dB."

@@ -62,7 +62,10 @@ def _symmetric_indices(size, pad):
     Works for any ``size >= 1`` (also ``size < pad``, where ``tf.pad(mode="SYMMETRIC")``
     fails): the extension is periodic with period ``2 * size``.
     """
-    idx = tf.range(-pad, size + pad)
+    # Shifted by a multiple of the period so that the modulo only sees non-negative
+    # numbers: tf2onnx lowers integer FloorMod to x - (x / y) * y with ONNX's truncating
+    # integer Div, which is wrong for negative x.
+    idx = tf.range(-pad, size + pad) + 2 * size * pad
     idx = tf.math.floormod(idx, 2 * size)
     return tf.where(idx >= size, 2 * size - 1 - idx, idx)
 
@@ -110,8 +113,10 @@ def edge_pad_to_multiple(image, multiple: int):
     if multiple == 1:
         return image
     shape = tf.shape(image)
-    rows = tf.minimum(tf.range(shape[1] + (-shape[1]) % multiple), shape[1] - 1)
-    cols = tf.minimum(tf.range(shape[2] + (-shape[2]) % multiple), shape[2] - 1)
+    # Padded size by floor division of positive numbers: no modulo of a negative number,
+    # which tf2onnx's integer FloorMod gets wrong (see _symmetric_indices).
+    rows = tf.minimum(tf.range((shape[1] + multiple - 1) // multiple * multiple), shape[1] - 1)
+    cols = tf.minimum(tf.range((shape[2] + multiple - 1) // multiple * multiple), shape[2] - 1)
     return tf.gather(tf.gather(image, rows, axis=1), cols, axis=2)
 
 

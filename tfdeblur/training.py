@@ -13,6 +13,7 @@ mean (``tf.nn.compute_average_loss`` semantics) and the learning rate needs no c
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 import json
 import logging
 import math
@@ -80,11 +81,13 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     """
     if name not in STRATEGIES:
         raise ValueError(f"--strategy must be one of {STRATEGIES}, got {name!r}.")
-    gpus = tf.config.list_logical_devices("GPU")
     if name == "multi_worker":
+        # Must come before anything initialises TensorFlow's runtime (collective ops are
+        # configured at start-up), so before any device listing or op.
         if "TF_CONFIG" not in os.environ:
             raise ValueError("--strategy multi_worker needs the TF_CONFIG environment variable.")
         return tf.distribute.MultiWorkerMirroredStrategy()
+    gpus = tf.config.list_logical_devices("GPU")
     if name == "mirrored" or (name == "auto" and len(gpus) > 1):
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices)
@@ -169,9 +172,30 @@ class DeblurTrainer(keras.Model):
         self.loss_trackers = {name: keras.metrics.Mean(name=name) for name in names}
         self.psnr_tracker = keras.metrics.Mean(name="psnr")
         self.ssim_tracker = keras.metrics.Mean(name="ssim")
+        self.multi_worker = False
+
+    def use_multi_worker_reduction(self) -> None:
+        """Keras 3.15's fit() reduces step results across workers with
+        ``strategy.reduce("MEAN", value, axis=0)``, which fails on scalars; results are
+        then reported as shape-(1,) tensors, which that reduction turns into the mean
+        over all replicas."""
+        self.multi_worker = True
+
+    def _report(self, results: dict) -> dict:
+        if self.multi_worker:
+            return {name: tf.reshape(value, [1]) for name, value in results.items()}
+        return results
 
     def call(self, inputs, training=False):
         return self.generator(inputs, training=training)
+
+    def _maybe_symbolic_build(self, iterator=None, data_batch=None):
+        # Keras 3.15's fit() first reduces one batch across replicas eagerly to build the
+        # model symbolically; MultiWorkerMirroredStrategy cannot run that eager collective
+        # ("Attempt to convert a value (PerReplica...)"). Nothing needs building here: the
+        # generator is a built functional model, the optimizers are built before fit and
+        # there are no compiled losses or metrics.
+        return
 
     @property
     def metrics(self):
@@ -208,7 +232,7 @@ class DeblurTrainer(keras.Model):
         self.loss_trackers["loss"].update_state(loss)
         for name, value in terms.items():
             self.loss_trackers[name].update_state(value)
-        return {name: tracker.result() for name, tracker in self.loss_trackers.items()}
+        return self._report({name: t.result() for name, t in self.loss_trackers.items()})
 
     def test_step(self, data):
         blur, sharp = data
@@ -218,7 +242,7 @@ class DeblurTrainer(keras.Model):
         prediction = tf.clip_by_value(tf.cast(prediction, tf.float32), 0.0, 1.0)
         self.psnr_tracker.update_state(psnr(prediction, sharp))
         self.ssim_tracker.update_state(ssim(prediction, sharp))
-        return {"psnr": self.psnr_tracker.result(), "ssim": self.ssim_tracker.result()}
+        return self._report({"psnr": self.psnr_tracker.result(), "ssim": self.ssim_tracker.result()})
 
 
 class _NonFiniteLossStop(keras.callbacks.Callback):
@@ -297,14 +321,14 @@ def train(config: TrainConfig) -> dict[str, Any]:
     """
     from tfdeblur import data as data_lib
 
-    keras.utils.set_random_seed(config.seed)
     settings = resolve_train_settings(config)
     if settings.get("data", "images") != "images":
         raise ValueError(
             f"Model {config.model!r} trains on {settings['data']!r} data, which this "
             "trainer does not handle yet."
         )
-    strategy = make_strategy(config.strategy)
+    strategy = make_strategy(config.strategy)  # first: multi-worker set-up precedes any op
+    keras.utils.set_random_seed(config.seed)
     replicas = strategy.num_replicas_in_sync
     batch_size = int(settings["batch_size"])
     if batch_size % replicas:
@@ -346,7 +370,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
         (out_dir / "train_config.json").write_text(config.to_json())
         (out_dir / "train_settings.json").write_text(json.dumps(settings, indent=2))
 
+    previous_policy = keras.mixed_precision.global_policy()
     if config.mixed_precision:
+        # float16 with loss scaling where tensor cores are; bfloat16 (no scaling needed)
+        # on CPUs. Losses are computed in float32 either way.
         gpu = bool(tf.config.list_logical_devices("GPU"))
         keras.mixed_precision.set_global_policy("mixed_float16" if gpu else "mixed_bfloat16")
 
@@ -364,10 +391,14 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
             discriminator = build_discriminator()
             d_optimizer = keras.optimizers.Adam(learning_rate=schedule, **adam)
+            if keras.mixed_precision.global_policy().name == "mixed_float16":
+                d_optimizer = keras.optimizers.LossScaleOptimizer(d_optimizer)
             d_optimizer.build(discriminator.trainable_variables)
             extra = {"discriminator": discriminator, "d_optimizer": d_optimizer}
         trainer = DeblurTrainer(generator, loss, discriminator, d_optimizer)
         trainer.compile(optimizer=optimizer)
+        if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
+            trainer.use_multi_worker_reduction()
         optimizer.build(generator.trainable_variables)
         epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
         checkpoint = tf.train.Checkpoint(
@@ -399,14 +430,16 @@ def train(config: TrainConfig) -> dict[str, Any]:
         steps_per_epoch=steps_per_epoch,
         validation_data=val_ds,
         validation_freq=max(1, config.validate_every),
+        shuffle=False,  # the tf.data pipeline shuffles
         callbacks=callbacks,
         verbose=config.verbose,
     )
     seconds = time.perf_counter() - start
 
+    keras.mixed_precision.set_global_policy(previous_policy)
     final_model = generator
-    if loss.multi_scale:
-        # Save the inference form (finest output only) with the trained weights.
+    if loss.multi_scale or config.mixed_precision:
+        # Save the inference form (finest output only, float32) with the trained weights.
         final_model = registry.build_model(config.model, config.model_preset)
         final_model.set_weights(generator.get_weights())
     final_path = out_dir / "final.keras"
@@ -414,6 +447,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         save_model_atomic(final_model, final_path)
     _, after_psnr = evaluate_psnr(final_model, val_pairs)
     summary = {
+        "weights_sha256": _weights_digest(final_model),
         "model": config.model,
         "final_model": str(final_path),
         "epochs": epochs,
@@ -428,6 +462,14 @@ def train(config: TrainConfig) -> dict[str, Any]:
     if is_chief:
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
     return summary
+
+
+def _weights_digest(model: keras.Model) -> str:
+    """SHA-256 of all weights: lets workers of a multi-worker run confirm they agree."""
+    digest = hashlib.sha256()
+    for weight in model.get_weights():
+        digest.update(np.ascontiguousarray(weight).tobytes())
+    return digest.hexdigest()
 
 
 def _task_id() -> int:

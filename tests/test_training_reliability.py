@@ -1,0 +1,116 @@
+"""Training that scales and survives: two-worker MultiWorkerMirroredStrategy, kill -9 and
+--resume, mixed precision. Each test runs train.py in subprocesses on a tiny GOPRO tree."""
+
+import json
+import os
+import pathlib
+import signal
+import socket
+import subprocess
+import sys
+import time
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+from tests.test_training import write_gopro_tree
+
+REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _train_cmd(root, out, *extra):
+    return [
+        sys.executable, str(REPO / "train.py"), "--model", "lcnet", "--model-preset", "tiny",
+        "--train-preset", "demo", "--data", str(root), "--output-dir", str(out),
+        "--patch-size", "32", "--verbose", "0", *extra,
+    ]
+
+
+def _env(**extra):
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2", "CUDA_VISIBLE_DEVICES": "-1"}
+    env.update(extra)
+    return env
+
+
+def test_two_worker_multi_worker_mirrored_training(tmp_path):
+    root = write_gopro_tree(tmp_path / "gopro")
+    out = tmp_path / "mw"
+    workers = [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]
+    procs = []
+    for index in range(2):
+        tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
+        cmd = _train_cmd(root, out, "--strategy", "multi_worker", "--batch-size", "4",
+                         "--epochs", "2", "--steps-per-epoch", "2")
+        procs.append(subprocess.Popen(
+            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+            env=_env(TF_CONFIG=json.dumps(tf_config)),
+        ))
+    outputs = [p.communicate(timeout=600) for p in procs]
+    for p, (stdout, stderr) in zip(procs, outputs):
+        assert p.returncode == 0, stderr[-3000:]
+    digests = [
+        next(line.split()[-1] for line in stdout.splitlines() if line.startswith("Final weights sha256"))
+        for stdout, _ in outputs
+    ]
+    assert digests[0] == digests[1]  # both workers end with identical weights
+    finals = sorted(str(p.relative_to(out)) for p in out.rglob("*.keras") if p.name == "final.keras")
+    assert finals == ["final.keras"]  # only the chief writes the final model
+    summary = json.loads((out / "summary.json").read_text())
+    assert summary["replicas"] == 2 and len(summary["history"]["loss"]) == 2
+
+
+def test_kill_minus_9_then_resume_continues(tmp_path):
+    root = write_gopro_tree(tmp_path / "gopro")
+    out = tmp_path / "run"
+    cmd = _train_cmd(root, out, "--strategy", "one_device", "--batch-size", "2",
+                     "--epochs", "200", "--steps-per-epoch", "2")
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env())
+    ckpt_dir = out / "checkpoints"
+    deadline = time.time() + 300
+    while time.time() < deadline:
+        latest = tf.train.latest_checkpoint(str(ckpt_dir)) if ckpt_dir.is_dir() else None
+        if latest and int(latest.rsplit("-", 1)[1]) >= 2:
+            break
+        assert proc.poll() is None, proc.stderr.read()[-3000:]
+        time.sleep(0.2)
+    os.kill(proc.pid, signal.SIGKILL)  # mid-epoch, possibly mid-save
+    proc.wait()
+    killed_at = int(tf.train.latest_checkpoint(str(ckpt_dir)).rsplit("-", 1)[1])
+    assert not (out / "final.keras").exists()
+
+    total = killed_at + 2
+    resume = subprocess.run(
+        _train_cmd(root, out, "--strategy", "one_device", "--batch-size", "2",
+                   "--epochs", str(total), "--steps-per-epoch", "2", "--resume"),
+        capture_output=True, text=True, env=_env(), timeout=600,
+    )
+    assert resume.returncode == 0, resume.stderr[-3000:]
+    assert "Resumed from" in resume.stdout and f"(epoch {killed_at})" in resume.stdout
+    summary = json.loads((out / "summary.json").read_text())
+    assert len(summary["history"]["loss"]) == total - killed_at
+    assert np.isfinite(summary["history"]["loss"]).all()
+    assert tf.train.latest_checkpoint(str(ckpt_dir)).endswith(f"-{total}")
+
+
+def test_mixed_precision_trains_and_saves_float32(tmp_path):
+    root = write_gopro_tree(tmp_path / "gopro")
+    out = tmp_path / "mp"
+    result = subprocess.run(
+        _train_cmd(root, out, "--strategy", "one_device", "--batch-size", "2", "--epochs", "1",
+                   "--steps-per-epoch", "2", "--mixed-precision"),
+        capture_output=True, text=True, env=_env(), timeout=600,
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    summary = json.loads((out / "summary.json").read_text())
+    assert np.isfinite(summary["history"]["loss"]).all()
+    model = keras.models.load_model(out / "final.keras", safe_mode=True)
+    assert all(w.dtype == "float32" for w in model.weights)
+    y = model(np.random.default_rng(0).uniform(size=(1, 24, 24, 3)).astype("float32"))
+    assert y.dtype == "float32" and np.isfinite(np.asarray(y)).all()
