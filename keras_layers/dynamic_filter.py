@@ -21,9 +21,7 @@ def _kernel_layout(kernel_shape, adaptive_shape, channels):
         )
     k = int(kernel_shape[0])
     if channels is not None and kernel_shape[2] != channels:
-        raise ValueError(
-            f"kernel has {kernel_shape[2]} input channels but inputs have {channels}."
-        )
+        raise ValueError(f"kernel has {kernel_shape[2]} input channels but inputs have {channels}.")
     taps = k * k
     depth = adaptive_shape[-1]
     if depth == taps:
@@ -85,16 +83,18 @@ def dynamic_filter(inputs, adaptive_kernel, kernel, bias=None):
             f"inputs and adaptive_kernel must be 4-D (B, H, W, C), got shapes "
             f"{inputs.shape} and {adaptive_kernel.shape}."
         )
-    k, taps, per_tap = _kernel_layout(kernel.shape, adaptive_kernel.shape, inputs.shape[-1])
+    k, taps, _ = _kernel_layout(kernel.shape, adaptive_kernel.shape, inputs.shape[-1])
     r = k // 2
-    height, width = tf.shape(inputs)[1], tf.shape(inputs)[2]
     padded = tf.pad(inputs, [[0, 0], [r, r], [r, r], [0, 0]])
+    weights = tf.split(adaptive_kernel, taps, axis=-1)
+    tap_filters = tf.unstack(tf.reshape(kernel, [taps, 1, 1, kernel.shape[2], kernel.shape[3]]))
     out = None
     for t in range(taps):
         dy, dx = divmod(t, k)
-        neighbours = padded[:, dy : dy + height, dx : dx + width, :]
-        weight = adaptive_kernel[..., t * per_tap : (t + 1) * per_tap]
-        term = tf.nn.conv2d(neighbours * weight, kernel[dy : dy + 1, dx : dx + 1], 1, "VALID")
+        # Window offset (dy - r, dx - r); ends counted from the far side (-(2r - dy)) keep
+        # the slice bounds constant, so the graph needs no shape arithmetic for dynamic H, W.
+        neighbours = padded[:, dy : (dy - 2 * r) or None, dx : (dx - 2 * r) or None, :]
+        term = tf.nn.conv2d(neighbours * weights[t], tap_filters[t], 1, "VALID")
         out = term if out is None else out + term
     if bias is not None:
         out = out + tf.convert_to_tensor(bias, dtype=inputs.dtype)
@@ -115,10 +115,11 @@ class DynamicFilter(keras.layers.Layer):
 
     * Meta-layer: ``conv3x3(meta_filters) -> ReLU -> conv3x3(k*k)``. Two 3x3 layers
       see a 5x5 neighbourhood, the window the kernel acts on; ``meta_filters=128``.
-    * ``K = 1 + g(x)`` with the last meta convolution zero-initialised: the layer
-      starts as the ordinary convolution (the ``K = 1`` special case the paper names)
-      and learns the modulation; ``K`` is otherwise unconstrained (no softmax or
-      Gaussian as in PAC, whose fixed Gaussian the paper replaces by the meta-layer).
+    * ``K`` is the linear output of the meta-layer, whose last convolution starts with
+      a zero kernel and a bias of ones: the layer starts as the ordinary convolution
+      (the ``K = 1`` special case the paper names) and learns the modulation. ``K`` is
+      otherwise unconstrained (no softmax, no Gaussian as in PAC, whose fixed Gaussian
+      the paper replaces by the meta-layer).
     * One ``K`` weight per pixel and tap, shared by the input channels, as in PAC
       (``per_channel_kernel=True`` predicts ``k*k*C`` weights instead).
 
@@ -174,6 +175,7 @@ class DynamicFilter(keras.layers.Layer):
             3,
             padding="same",
             kernel_initializer="zeros",
+            bias_initializer="ones",
             dtype=self.dtype_policy,
             name="meta_kernel",
         )
@@ -185,8 +187,8 @@ class DynamicFilter(keras.layers.Layer):
         self.bias = self.add_weight(name="bias", shape=(out_channels,), initializer="zeros")
 
     def adaptive_kernel(self, inputs):
-        """The pixel-dependent kernel ``K = 1 + g(x)``, ``(B, H, W, k*k[*C])``."""
-        return 1.0 + self.meta_kernel(self.meta_hidden(inputs))
+        """The pixel-dependent kernel ``K`` from the meta-layer, ``(B, H, W, k*k[*C])``."""
+        return self.meta_kernel(self.meta_hidden(inputs))
 
     def call(self, inputs):
         return dynamic_filter(inputs, self.adaptive_kernel(inputs), self.kernel, self.bias)

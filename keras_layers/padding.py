@@ -33,8 +33,10 @@ class PadToMultiple(keras.layers.Layer):
         if self.multiple == 1:
             return inputs
         shape = tf.shape(inputs)
-        pad_h = (-shape[1]) % self.multiple
-        pad_w = (-shape[2]) % self.multiple
+        # (m - n % m) % m rather than (-n) % m: tf2onnx lowers FloorMod on integers to a
+        # truncating Div, which gets negative operands wrong (ONNX pads by -1 instead of 7).
+        pad_h = (self.multiple - shape[1] % self.multiple) % self.multiple
+        pad_w = (self.multiple - shape[2] % self.multiple) % self.multiple
         padded = tf.pad(inputs, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
         # tf.pad with dynamic paddings loses every static dim; the TFLite converter then
         # cannot lower the next Conv2D (unknown input channels) with dynamic H, W. A

@@ -5,6 +5,7 @@ Importing the package registers every custom layer (``keras_layers``) with Keras
 """
 
 import keras_layers  # noqa: F401  (registers the custom layers)
+from tfdeblur.deblurring import deblur
 from tfdeblur.registry import (
     build_model,
     get_model_config,
@@ -18,6 +19,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "build_model",
+    "deblur",
     "get_model_config",
     "get_spec",
     "get_train_preset",

@@ -76,6 +76,10 @@ def multiscale_l1(target, predictions):
     return tf.add_n([l1(t, p) for t, p in zip(targets, predictions)])
 
 
+class VGGWeightsUnavailable(OSError):
+    """The ImageNet VGG-19 weights are neither cached nor downloadable."""
+
+
 class PerceptualLoss:
     """VGG-19 feature loss, LCNet eq. (7): ``1/(2 N_c) ||phi(L) - phi(S)||_F^2``.
 
@@ -89,8 +93,8 @@ class PerceptualLoss:
 
     Raises:
         FileNotFoundError: a local weights path that does not exist.
-        OSError: the ImageNet weights are neither cached nor downloadable; the message
-            says how to proceed.
+        VGGWeightsUnavailable: the ImageNet weights are neither cached nor downloadable;
+            the message says how to proceed.
     """
 
     def __init__(self, layer: str = "block3_conv3", weights: str = "imagenet"):
@@ -99,7 +103,7 @@ class PerceptualLoss:
         try:
             vgg = keras.applications.VGG19(include_top=False, weights=weights)
         except Exception as err:  # keras raises a bare Exception on URL failures
-            raise OSError(
+            raise VGGWeightsUnavailable(
                 "Could not load the VGG-19 ImageNet weights for the perceptual loss "
                 f"({err}). Download {VGG19_WEIGHTS_URL} on a connected machine and pass "
                 "it with --vgg-weights FILE, or copy it to ~/.keras/models/."
@@ -127,7 +131,8 @@ class DeblurLoss:
         perceptual_layer: VGG-19 layer of the perceptual term.
         vgg_weights: ``"imagenet"`` or a local weights file.
         on_missing_vgg: ``"drop"`` trains without the perceptual term (with a warning)
-            when the VGG weights cannot be had; ``"raise"`` re-raises.
+            when the ImageNet VGG weights cannot be downloaded; ``"raise"`` re-raises. A
+            local weights file that does not exist is always an error.
 
     Calling it with ``(target, prediction)`` returns ``{term: weighted value}``; the
     trainer sums them. ``prediction`` is a list ``[finest, ..., coarsest]`` for the
@@ -151,11 +156,10 @@ class DeblurLoss:
         if "perceptual" in self.terms:
             try:
                 self.perceptual = PerceptualLoss(perceptual_layer, vgg_weights)
-            except OSError as err:
+            except VGGWeightsUnavailable as err:
                 if on_missing_vgg == "raise":
                     raise
                 logger.warning("%s Training continues without the perceptual term.", err)
-                print(f"WARNING: {err}\nTraining continues without the perceptual term.")
                 del self.terms["perceptual"]
         if not self.terms:
             raise ValueError("No loss term is left to train with.")

@@ -88,3 +88,97 @@ def ssim(prediction, target, data_range: float = 1.0):
     )
     result = tf.reduce_mean(ssim_map, axis=[1, 2, 3])
     return result[0] if unbatched else result
+
+
+# ---------------------------------------------------------------------------------------
+# MATLAB-compatible SSIM (Wang et al. 2004, ssim_index.m, on the Y channel)
+# ---------------------------------------------------------------------------------------
+
+#: MATLAB ``rgb2ycbcr`` luma row (ITU-R BT.601, studio range): for R, G, B in [0, 1],
+#: ``Y = 16 + 65.481 R + 128.553 G + 24.966 B`` in [16, 235].
+_MATLAB_Y = (65.481, 128.553, 24.966)
+
+
+def rgb_to_y_matlab(rgb, quantize: bool = True) -> np.ndarray:
+    """MATLAB's ``rgb2ycbcr`` luma, on the 0-255 scale, float64 ``(..., H, W)``.
+
+    Args:
+        rgb: ``(..., H, W, 3)`` floats in ``[0, 1]``.
+        quantize: do what MATLAB does on the saved 8-bit images the papers scored: round
+            RGB to 8 bits (``round(255 x)``, after clamping) and round Y to an integer
+            (``rgb2ycbcr`` of a ``uint8`` image returns ``uint8``). Default True. With
+            False, Y is computed from the floats unrounded (BasicSR's ``to_y_channel``).
+
+    Returns:
+        Y in ``[16, 235]``.
+    """
+    rgb = np.asarray(rgb, dtype=np.float64)
+    if rgb.shape[-1] != 3:
+        raise ValueError(f"rgb_to_y_matlab: expected (..., H, W, 3), got shape {rgb.shape}.")
+    if quantize:
+        rgb = np.floor(np.clip(rgb, 0.0, 1.0) * 255.0 + 0.5) / 255.0
+    y = 16.0 + rgb @ np.asarray(_MATLAB_Y, dtype=np.float64)
+    # MATLAB rounds half away from zero when casting to uint8; Y is positive here.
+    return np.floor(y + 0.5) if quantize else y
+
+
+def ssim_matlab(prediction, target, quantize: bool = True) -> np.ndarray:
+    """SSIM as Wang et al.'s MATLAB ``ssim_index.m`` computes it on the Y channel.
+
+    The "MATLAB" SSIM of the deblurring literature: ``Y = rgb2ycbcr(image)(:, :, 1)``
+    (:func:`rgb_to_y_matlab`), then ``ssim_index(Y_prediction, Y_target)`` with its
+    defaults: ``window = fspecial('gaussian', 11, 1.5)`` (normalised), ``K = [0.01
+    0.03]``, ``L = 255``, every local statistic by ``filter2(window, ., 'valid')`` (so
+    the map is ``(H - 10) x (W - 10)``, no padding), the biased (population) variance
+    ``E[x^2] - E[x]^2``, and ``mssim = mean2(ssim_map)``. No downsampling (the 2009
+    ``ssim.m`` rescales images wider than 256 px first; ``ssim_index.m`` and the papers'
+    scripts do not). Computed in float64.
+
+    It differs from :func:`ssim` (scikit-image's Gaussian variant, the library default)
+    only in scoring one luma channel instead of averaging R, G and B, and in the
+    rounding of ``quantize``; the window, constants and border handling are the same.
+
+    Reference:
+        Wang, Bovik, Sheikh, Simoncelli, "Image quality assessment: from error visibility
+        to structural similarity", IEEE TIP 2004, eq. (13) with the Gaussian window of
+        sec. III-C; the authors' ``ssim_index.m``.
+
+    Args:
+        prediction: ``(H, W, 3)`` or ``(B, H, W, 3)`` floats in ``[0, 1]``, H and W >= 11.
+        target: same shape.
+        quantize: score 8-bit images and integer Y as MATLAB does on saved PNGs
+            (see :func:`rgb_to_y_matlab`). Default True.
+
+    Returns:
+        float64 SSIM: a scalar for one image, ``(B,)`` for a batch.
+    """
+    from scipy.ndimage import correlate1d
+
+    prediction = np.asarray(prediction)
+    target = np.asarray(target)
+    if prediction.shape != target.shape:
+        raise ValueError(f"ssim_matlab: shapes differ, {prediction.shape} vs {target.shape}.")
+    if prediction.ndim not in (3, 4) or min(prediction.shape[-3:-1]) < 11:
+        raise ValueError(
+            f"ssim_matlab: expected (H, W, 3) or (B, H, W, 3) with H, W >= 11, got {prediction.shape}."
+        )
+    x = rgb_to_y_matlab(prediction, quantize)
+    y = rgb_to_y_matlab(target, quantize)
+    # fspecial('gaussian', 11, 1.5) is separable: the outer product of this 1-D kernel.
+    radius = 5
+    g = np.exp(-0.5 * (np.arange(-radius, radius + 1, dtype=np.float64) / 1.5) ** 2)
+    g /= g.sum()
+
+    def filt(a):
+        a = correlate1d(correlate1d(a, g, axis=-2), g, axis=-1)
+        return a[..., radius:-radius, radius:-radius]  # 'valid': drop what saw the border
+
+    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
+    mu_x, mu_y = filt(x), filt(y)
+    var_x = filt(x * x) - mu_x**2
+    var_y = filt(y * y) - mu_y**2
+    cov = filt(x * y) - mu_x * mu_y
+    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / (
+        (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
+    )
+    return ssim_map.mean(axis=(-2, -1))

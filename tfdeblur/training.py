@@ -19,6 +19,7 @@ import logging
 import math
 import os
 import pathlib
+import shutil
 import tempfile
 import time
 from collections.abc import Mapping
@@ -129,14 +130,21 @@ def make_lr_schedule(settings: Mapping[str, Any], steps_per_epoch: int, total_st
     kind = spec.get("type", "constant")
     if kind == "constant":
         return lr
+    required = {"step": ("step_size", "factor"), "multistep": ("milestones", "factor")}
+    if kind not in required:
+        raise ValueError(f"Unknown lr_schedule type {kind!r} (want constant, step or multistep).")
+    missing = [key for key in required[kind] if key not in spec]
+    if missing or spec.get("unit", "epochs") not in ("epochs", "iterations"):
+        raise ValueError(
+            f"lr_schedule {spec} needs keys {list(required[kind])} and unit 'epochs' or "
+            f"'iterations' (missing: {missing})."
+        )
     per_unit = steps_per_epoch if spec.get("unit", "epochs") == "epochs" else 1
     if kind == "step":
         step = int(spec["step_size"]) * per_unit
         boundaries = list(range(step, max(total_steps, step + 1), step))
     elif kind == "multistep":
         boundaries = [int(m) * per_unit for m in spec["milestones"]]
-    else:
-        raise ValueError(f"Unknown lr_schedule type {kind!r}.")
     if not boundaries:
         return lr
     factor = float(spec["factor"])
@@ -192,10 +200,14 @@ class DeblurTrainer(keras.Model):
     def _maybe_symbolic_build(self, iterator=None, data_batch=None):
         # Keras 3.15's fit() first reduces one batch across replicas eagerly to build the
         # model symbolically; MultiWorkerMirroredStrategy cannot run that eager collective
-        # ("Attempt to convert a value (PerReplica...)"). Nothing needs building here: the
-        # generator is a built functional model, the optimizers are built before fit and
-        # there are no compiled losses or metrics.
-        return
+        # ("Attempt to convert a value (PerReplica...)"). The generator is a built
+        # functional model and there are no compiled losses or metrics, so only the
+        # optimizers need building, in the strategy's scope (building them lazily inside
+        # a replica step fails under MirroredStrategy).
+        with self.distribute_strategy.scope():
+            for optimizer, model in ((self.optimizer, self.generator), (self.d_optimizer, self.discriminator)):
+                if optimizer is not None and not optimizer.built:
+                    optimizer.build(model.trainable_variables)
 
     @property
     def metrics(self):
@@ -240,8 +252,11 @@ class DeblurTrainer(keras.Model):
         if isinstance(prediction, (list, tuple)):
             prediction = prediction[0]
         prediction = tf.clip_by_value(tf.cast(prediction, tf.float32), 0.0, 1.0)
-        self.psnr_tracker.update_state(psnr(prediction, sharp))
-        self.ssim_tracker.update_state(ssim(prediction, sharp))
+        self.psnr_tracker.update_state(tf.reshape(psnr(prediction, sharp), [-1]))
+        frames = tf.concat([[-1], tf.shape(sharp)[-3:-1], [3]], axis=0)  # clips -> frames
+        self.ssim_tracker.update_state(
+            ssim(tf.reshape(prediction, frames), tf.reshape(tf.cast(sharp, tf.float32), frames))
+        )
         return self._report({"psnr": self.psnr_tracker.result(), "ssim": self.ssim_tracker.result()})
 
 
@@ -256,6 +271,53 @@ class _NonFiniteLossStop(keras.callbacks.Callback):
                 f"Non-finite training loss ({loss}) at batch {batch}: stopping without "
                 "saving. Lower the learning rate or check the data."
             )
+
+
+class _Throughput(keras.callbacks.Callback):
+    """Adds ``step_s`` and ``images_per_s`` (training steps only, validation excluded) to
+    the epoch logs, so the progress line and TensorBoard show input/compute throughput."""
+
+    def __init__(self, batch_size: int):
+        super().__init__()
+        self.batch_size = batch_size
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.start, self.steps, self.train_seconds = time.perf_counter(), 0, 0.0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self.steps += 1
+        self.train_seconds = time.perf_counter() - self.start
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is not None and self.steps:
+            logs["step_s"] = self.train_seconds / self.steps
+            logs["images_per_s"] = self.steps * self.batch_size / self.train_seconds
+
+
+class _ImageLogger(keras.callbacks.Callback):
+    """Writes blurry | output | sharp strips of a few validation samples to TensorBoard
+    after each validation."""
+
+    def __init__(self, log_dir: pathlib.Path, samples, every: int):
+        super().__init__()
+        self.writer = tf.summary.create_file_writer(str(log_dir / "images"))
+        self.samples = samples
+        self.every = every
+
+    def on_epoch_end(self, epoch, logs=None):
+        if (epoch + 1) % self.every:
+            return
+        strips = []
+        for blur, sharp in self.samples:
+            out = self.model.generator(blur, training=False)
+            out = out[0] if isinstance(out, (list, tuple)) else out
+            out = tf.clip_by_value(tf.cast(out, tf.float32), 0.0, 1.0)
+            frame = lambda t: t[0, 0] if t.shape.rank == 5 else t[0]  # noqa: E731
+            strips.append(tf.concat([frame(blur), frame(out), frame(sharp)], axis=1))
+        with self.writer.as_default():
+            for i, strip in enumerate(strips):
+                tf.summary.image(f"blurry_output_sharp/{i}", strip[None], step=epoch + 1)
+        self.writer.flush()
 
 
 class _Checkpointer(keras.callbacks.Callback):
@@ -298,19 +360,61 @@ def save_model_atomic(model: keras.Model, path: str | os.PathLike) -> pathlib.Pa
     return path
 
 
-def evaluate_psnr(model: keras.Model, pairs, limit: int | None = None) -> tuple[float, float]:
-    """Mean PSNR of the blurry input and of the model's output against the sharp images."""
-    from tfdeblur.data import load_pair
-
+def evaluate_psnr(model: keras.Model, dataset: tf.data.Dataset) -> tuple[float, float]:
+    """Mean PSNR of the blurry input and of the (clamped) model output against the sharp
+    images of a ``(blur, sharp)`` dataset (frames or clips)."""
     before, after = [], []
-    for pair in pairs[:limit] if limit else pairs:
-        blur, sharp = load_pair(pair)
-        out = model(blur[None], training=False)
+    for blur, sharp in dataset:
+        out = model(blur, training=False)
         out = out[0] if isinstance(out, (list, tuple)) else out
-        out = np.clip(np.asarray(out, dtype=np.float32)[0], 0.0, 1.0)
-        before.append(float(psnr(blur, sharp)))
-        after.append(float(psnr(out, sharp)))
+        out = tf.clip_by_value(tf.cast(out, tf.float32), 0.0, 1.0)
+        before.extend(np.ravel(psnr(blur, sharp)))
+        after.extend(np.ravel(psnr(out, sharp)))
     return float(np.mean(before)), float(np.mean(after))
+
+
+def make_datasets(settings: Mapping[str, Any], root, config: TrainConfig, batch_size: int):
+    """Training and validation datasets of the preset's kind, checked before training.
+
+    ``data == "images"``: random crops of frame pairs; validation on full test frames.
+    ``data == "clips"``: random crops of ``clip_length`` consecutive frames
+    (``tfdeblur.data.video``); validation on the test clips with one fixed crop.
+
+    Returns:
+        ``(train_ds, val_ds, steps_per_epoch)``; an epoch sees every training pair (or
+        clip window) once on average.
+    """
+    from tfdeblur import data as data_lib
+
+    kind = settings.get("data", "images")
+    blur_key = settings.get("blur_key", "blur")
+    patch = int(settings["patch_size"])
+    augment = dict(settings.get("augment", {}))
+    limit = config.max_val_images
+    if kind == "images":
+        train_pairs = data_lib.find_pairs(root, "train", blur_key)
+        val_pairs = data_lib.find_pairs(root, "test", blur_key)[:limit]
+        data_lib.validate_pairs(train_pairs, min_size=patch)
+        data_lib.validate_pairs(val_pairs)
+        train_ds = data_lib.train_dataset(train_pairs, batch_size, patch, seed=config.seed, **augment)
+        return train_ds, data_lib.eval_dataset(val_pairs), max(1, len(train_pairs) // batch_size)
+    if kind == "clips":
+        from tfdeblur.data import video
+
+        length = int(settings["clip_length"])
+        train_seqs = video.find_clips(root, "train", blur_key)
+        val_seqs = video.find_clips(root, "test", blur_key)
+        data_lib.validate_pairs([p for seq in train_seqs for p in seq], min_size=patch)
+        data_lib.validate_pairs([p for seq in val_seqs for p in seq], min_size=patch)
+        windows = len(video.clip_windows(train_seqs, length))
+        train_ds = video.clip_dataset(
+            train_seqs, length, batch_size, patch, flip=augment.get("flip", True), seed=config.seed
+        )
+        val_ds = video.clip_dataset(
+            val_seqs, length, 1, patch, flip=False, seed=0, repeat=False, shuffle=False
+        )
+        return train_ds, val_ds.take(limit) if limit else val_ds, max(1, windows // batch_size)
+    raise ValueError(f"Unknown training data kind {kind!r} (want 'images' or 'clips').")
 
 
 def train(config: TrainConfig) -> dict[str, Any]:
@@ -322,11 +426,6 @@ def train(config: TrainConfig) -> dict[str, Any]:
     from tfdeblur import data as data_lib
 
     settings = resolve_train_settings(config)
-    if settings.get("data", "images") != "images":
-        raise ValueError(
-            f"Model {config.model!r} trains on {settings['data']!r} data, which this "
-            "trainer does not handle yet."
-        )
     strategy = make_strategy(config.strategy)  # first: multi-worker set-up precedes any op
     keras.utils.set_random_seed(config.seed)
     replicas = strategy.num_replicas_in_sync
@@ -337,31 +436,14 @@ def train(config: TrainConfig) -> dict[str, Any]:
         )
 
     root = data_lib.resolve_data(config.data)
-    blur_key = settings.get("blur_key", "blur")
-    train_pairs = data_lib.find_pairs(root, "train", blur_key)
-    val_pairs = data_lib.find_pairs(root, "test", blur_key)
-    data_lib.validate_pairs(train_pairs, min_size=int(settings["patch_size"]))
-    data_lib.validate_pairs(val_pairs)
-    if config.max_val_images:
-        val_pairs = val_pairs[: config.max_val_images]
-
-    steps_per_epoch = config.steps_per_epoch or max(1, len(train_pairs) // batch_size)
+    train_ds, val_ds, default_steps = make_datasets(settings, root, config, batch_size)
+    steps_per_epoch = config.steps_per_epoch or default_steps
     if "iterations" in settings:
         total_steps = int(settings["iterations"])
         epochs = max(1, math.ceil(total_steps / steps_per_epoch))
     else:
         epochs = int(settings["epochs"])
         total_steps = epochs * steps_per_epoch
-
-    augment = settings.get("augment", {})
-    train_ds = data_lib.train_dataset(
-        train_pairs,
-        batch_size,
-        int(settings["patch_size"]),
-        seed=config.seed,
-        **augment,
-    )
-    val_ds = data_lib.eval_dataset(val_pairs)
 
     out_dir = pathlib.Path(config.output_dir)
     is_chief = _is_chief(strategy)
@@ -405,7 +487,9 @@ def train(config: TrainConfig) -> dict[str, Any]:
             model=generator, optimizer=optimizer, epoch=epoch_var, **extra
         )
 
-    ckpt_dir = out_dir / "checkpoints" if is_chief else out_dir / f".worker-{_task_id()}"
+    # Non-chief workers save too (saving is a collective step of the strategy), into a
+    # private temporary directory that is removed at the end.
+    ckpt_dir = out_dir / "checkpoints" if is_chief else pathlib.Path(tempfile.mkdtemp(prefix="tfdeblur-worker-"))
     manager = tf.train.CheckpointManager(checkpoint, str(ckpt_dir), config.keep_checkpoints)
     initial_epoch = 0
     if config.resume and manager.latest_checkpoint:
@@ -415,12 +499,16 @@ def train(config: TrainConfig) -> dict[str, Any]:
     elif config.resume:
         print(f"--resume: no checkpoint in {ckpt_dir}; starting from scratch.")
 
-    before_psnr, start_psnr = evaluate_psnr(generator, val_pairs)
+    before_psnr, start_psnr = evaluate_psnr(generator, val_ds)
     callbacks = [
         _NonFiniteLossStop(),
         _Checkpointer(manager, epoch_var, out_dir / "best.keras", is_chief),
     ]
+    callbacks.append(_Throughput(batch_size))
     if is_chief:
+        samples = list(val_ds.take(3))
+        every = max(1, config.validate_every)
+        callbacks.append(_ImageLogger(out_dir / "logs", samples, every))
         callbacks.append(keras.callbacks.TensorBoard(str(out_dir / "logs"), update_freq="epoch"))
     start = time.perf_counter()
     history = trainer.fit(
@@ -445,7 +533,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     final_path = out_dir / "final.keras"
     if is_chief:
         save_model_atomic(final_model, final_path)
-    _, after_psnr = evaluate_psnr(final_model, val_pairs)
+    _, after_psnr = evaluate_psnr(final_model, val_ds)
     summary = {
         "weights_sha256": _weights_digest(final_model),
         "model": config.model,
@@ -461,6 +549,8 @@ def train(config: TrainConfig) -> dict[str, Any]:
     }
     if is_chief:
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
+    else:
+        shutil.rmtree(ckpt_dir, ignore_errors=True)
     return summary
 
 
@@ -472,13 +562,55 @@ def _weights_digest(model: keras.Model) -> str:
     return digest.hexdigest()
 
 
-def _task_id() -> int:
-    return int(json.loads(os.environ.get("TF_CONFIG", "{}")).get("task", {}).get("index", 0))
-
-
 def _is_chief(strategy: tf.distribute.Strategy) -> bool:
     resolver = getattr(strategy, "cluster_resolver", None)
     if resolver is None or not resolver.cluster_spec().as_dict():
         return True
     task_type, task_id = resolver.task_type, resolver.task_id
     return task_type == "chief" or (task_type == "worker" and task_id == 0)
+
+
+def measure_input_pipeline(config: TrainConfig, steps: int = 20) -> dict[str, float]:
+    """Does the tf.data pipeline keep up with training? Times ``steps`` batches of the
+    training pipeline alone, and ``steps`` training steps on one already-loaded batch.
+
+    Returns:
+        ``{"pipeline_batches_per_s", "pipeline_images_per_s", "train_step_s",
+        "train_images_per_s", "headroom"}``; ``headroom`` = pipeline rate / training
+        rate, which must stay above 1 (with ``prefetch`` the input then costs nothing).
+    """
+    from tfdeblur import data as data_lib
+
+    settings = resolve_train_settings(config)
+    strategy = make_strategy(config.strategy)
+    batch_size = int(settings["batch_size"])
+    root = data_lib.resolve_data(config.data)
+    train_ds, _, _ = make_datasets(settings, root, config, batch_size)
+
+    iterator = iter(train_ds)
+    next(iterator)  # start the pipeline's workers
+    start = time.perf_counter()
+    for _ in range(steps):
+        batch = next(iterator)
+    pipeline_s = (time.perf_counter() - start) / steps
+
+    with strategy.scope():
+        # The generator's step (the discriminator's, where there is one, is left out).
+        terms = {k: v for k, v in settings["loss"].items() if k != "adversarial"}
+        loss = DeblurLoss(terms, vgg_weights=config.vgg_weights)
+        overrides = {"multi_scale_outputs": True} if loss.multi_scale else {}
+        generator = registry.build_model(config.model, config.model_preset, **overrides)
+        trainer = DeblurTrainer(generator, loss)
+        trainer.compile(optimizer=keras.optimizers.Adam(1e-4))
+    fixed = tf.data.Dataset.from_tensors(batch).repeat()
+    trainer.fit(fixed, epochs=1, steps_per_epoch=2, verbose=0, shuffle=False)  # trace, warm up
+    start = time.perf_counter()
+    trainer.fit(fixed, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
+    step_s = (time.perf_counter() - start) / steps
+    return {
+        "pipeline_batches_per_s": 1.0 / pipeline_s,
+        "pipeline_images_per_s": batch_size / pipeline_s,
+        "train_step_s": step_s,
+        "train_images_per_s": batch_size / step_s,
+        "headroom": step_s / pipeline_s,
+    }

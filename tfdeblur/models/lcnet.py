@@ -39,7 +39,7 @@ TRAIN_PAPER = {
     "patch_size": 200,
     "optimizer": "adam",
     "learning_rate": 1e-3,
-    "lr_schedule": {"type": "step", "every_epochs": 500, "factor": 0.1},
+    "lr_schedule": {"type": "step", "step_size": 500, "unit": "epochs", "factor": 0.1},
     "epochs": 1500,
     "loss": {"l1": 1.0, "perceptual": 0.1},
     "augment": {"flip": True, "rotate": False, "channel_shuffle": True},

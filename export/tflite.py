@@ -1,0 +1,407 @@
+"""TFLite (LiteRT) export with builtin ops only, float32 / float16 / dynamic-range / int8.
+
+Conversion path. The model's serving function (input ``(1, H, W, 3)``, H and W dynamic
+unless ``input_size`` fixes them) is traced, its variables are frozen into constants
+(``convert_variables_to_constants_v2``) and the frozen function is converted with
+``TFLiteConverter.from_concrete_functions([frozen])``. The two obvious alternatives
+silently produce garbage with Keras 3 models in TF 2.21: ``from_saved_model`` and
+``from_concrete_functions(..., trackable_obj)`` keep the Keras variables as TFLite
+resource variables (``READ_VARIABLE`` ops) that no initialiser fills, so the
+interpreter returns NaN (float) or fails (int8). Freezing first leaves no variables;
+the verification after every export would catch a regression.
+
+Builtin ops only. ``target_spec.supported_ops`` is ``TFLITE_BUILTINS`` (or
+``TFLITE_BUILTINS_INT8`` for full-integer int8), never ``SELECT_TF_OPS``: the LiteRT
+interpreters users install from PyPI (``ai-edge-litert``) and the Android/iOS runtimes
+without the Flex delegate cannot run Flex ops. Layers whose training formulation needs
+other ops are switched to their builtin-only twin first (:mod:`export.prepare`), and the
+written file is checked to contain builtin operators only.
+
+Quantization:
+
+* ``"none"``: float32.
+* ``"float16"``: float16 weights (half the size), computed in float32 on CPU, float16
+  on GPU delegates.
+* ``"dynamic"``: int8 weights of the large tensors, float activations (about 4x smaller
+  weights, no calibration).
+* ``"int8"``: full integer, weights and activations int8, calibrated on
+  ``representative_data``; input and output ``uint8`` (default), ``int8`` or
+  ``float32`` (``io_type``).
+
+Float pre/post-processing of an int8 model. A quantized input/output tensor holds
+``q`` with ``x = (q - zero_point) * scale``, its ``scale`` and ``zero_point`` read from
+the interpreter's tensor details (``get_input_details()[0]["quantization"]``). The
+calibration samples are pinned to the range [0, 1] (one pixel of each is set to 0 and
+one to 1), so the input's range is exactly the image range:
+
+* ``uint8`` input: ``scale = 1/255``, ``zero_point = 0``; ``q`` is the 8-bit RGB pixel.
+* ``int8`` input: ``scale = 1/255``, ``zero_point = -128``; ``q = pixel - 128``.
+* output: ``pixel = clip(round(255 * (q - zero_point) * scale), 0, 255)`` with the
+  output's own scale and zero point (its calibrated range, which exceeds [0, 1]
+  slightly because the networks' outputs are unclamped).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import os
+import pathlib
+import tempfile
+import warnings
+import weakref
+from collections.abc import Callable, Iterable
+
+import numpy as np
+import tensorflow as tf
+
+from export.prepare import prepare_for_export
+from export.result import ExportResult, check_output_path, finish
+from export.signature import input_signature, model_input, parse_input_size, serving_function
+
+QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
+IO_TYPES = {"uint8": tf.uint8, "int8": tf.int8, "float32": tf.float32}
+
+DEFAULT_CALIBRATION_SAMPLES = 32
+DEFAULT_CALIBRATION_PATCH = 256
+
+
+def frozen_function(model, spec: tf.TensorSpec):
+    """The serving function of ``model`` traced for ``spec`` with its variables as constants."""
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    concrete = serving_function(model, spec).get_concrete_function()
+    return convert_variables_to_constants_v2(concrete)
+
+
+def _weights_digest(model) -> str:
+    digest = hashlib.blake2b(digest_size=16)
+    for weight in model.weights:
+        digest.update(np.ascontiguousarray(weight.numpy()).tobytes())
+    return digest.hexdigest()
+
+
+# One-entry cache of the last (model, input size, weights) -> (prepared model, switches,
+# frozen function): exporting one model to several quantizations traces it once. Keyed
+# on a digest of the weights, so a model trained further is traced again.
+_FROZEN_CACHE: dict = {}
+
+
+def _prepared_and_frozen(model, input_size, verbose: bool):
+    key = (input_size, _weights_digest(model))
+    cached = _FROZEN_CACHE.get("entry")
+    if cached is not None and cached[0]() is model and cached[1] == key:
+        prepared, switches, frozen = cached[2]
+        if verbose and switches:
+            print(f"export: using {len(switches)} export-formulation switch(es) of {model.name!r}:")
+            for switch in switches:
+                print(f"  {switch}")
+        return prepared, switches, frozen
+    prepared, switches = prepare_for_export(model, verbose=verbose)
+    frozen = frozen_function(
+        prepared, input_signature(prepared, batch_size=1, input_size=input_size)
+    )
+    _FROZEN_CACHE["entry"] = (weakref.ref(model), key, (prepared, switches, frozen))
+    return prepared, switches, frozen
+
+
+# ----------------------------------------------------------------------- calibration
+
+
+def _pin_range(x: np.ndarray) -> np.ndarray:
+    """Set one pixel to 0 and one to 1 so the calibrated input range is exactly [0, 1]."""
+    x = np.array(x, dtype=np.float32, copy=True)
+    flat = x.reshape(-1, x.shape[-1])
+    flat[0] = 0.0
+    flat[-1] = 1.0
+    return x
+
+
+def _pipeline_images(spec, num_samples: int, patch_size: int, seed: int) -> list[np.ndarray]:
+    """``num_samples`` random ``patch_size`` crops from the training pipeline of ``spec``."""
+    from tfdeblur import data
+
+    root = data.resolve_data(spec)
+    try:
+        pairs = data.find_pairs(root, "train")
+    except FileNotFoundError:
+        pairs = data.find_pairs(root, "test")
+    data.validate_pairs(pairs, min_size=patch_size)
+    dataset = data.train_dataset(
+        pairs,
+        batch_size=1,
+        patch_size=patch_size,
+        flip=False,
+        rotate=False,
+        channel_shuffle=False,
+        seed=seed,
+    )
+    return [blur[0].numpy() for blur, _ in dataset.take(num_samples)]
+
+
+def representative_dataset(
+    model,
+    data,
+    *,
+    num_samples: int = DEFAULT_CALIBRATION_SAMPLES,
+    patch_size: int = DEFAULT_CALIBRATION_PATCH,
+    input_size=None,
+    seed: int = 0,
+) -> Callable[[], Iterable[list[np.ndarray]]]:
+    """A TFLite ``representative_dataset`` for ``model``.
+
+    Args:
+        model: the Keras model (its input layout: image or clip).
+        data: ``"demo"`` or a dataset folder (GOPRO or paired; its ``train`` split, read
+            with :func:`tfdeblur.data.train_dataset`, the training pipeline's random
+            crops without augmentation); or blurry images: an iterable of ``(H, W, 3)``
+            arrays, a ``tf.data.Dataset`` of images or ``(blurry, sharp)`` batches, or
+            a callable returning such an iterable.
+        num_samples: calibration samples. Default 32.
+        patch_size: side of the crops taken from a dataset folder. Default 256.
+        input_size: ``(H, W)`` of a fixed-shape model; crops are taken at that size.
+        seed: crop seed.
+
+    Returns:
+        A callable yielding ``[x]`` with ``x`` float32 of the model's input layout.
+    """
+    from export.verify import CLIP_LENGTH, CLIP_SHIFT, make_samples
+
+    if not isinstance(num_samples, int) or num_samples < 1:
+        raise ValueError(f"num_samples must be a positive int, got {num_samples!r}.")
+    video = len(model_input(model).shape) == 5
+    extra = CLIP_SHIFT * (CLIP_LENGTH - 1) if video else 0
+    size = parse_input_size(input_size)
+    if isinstance(data, (str, os.PathLike)):
+        side = patch_size if size is None else max(size[0], size[1] + extra)
+        images = _pipeline_images(data, num_samples, side, seed)
+    else:
+        source = data() if callable(data) and not isinstance(data, tf.data.Dataset) else data
+        images = []
+        for item in source:
+            if isinstance(item, (tuple, list)):
+                item = item[0]
+            array = np.asarray(item, np.float32)
+            images.extend(array if array.ndim == 4 else [array])
+            if len(images) >= num_samples:
+                break
+        images = images[:num_samples]
+    if not images:
+        raise ValueError("representative_data gave no images.")
+    crops = []
+    for i, image in enumerate(images):
+        if image.ndim != 3 or min(image.shape) < 1:
+            raise ValueError(
+                f"representative_data image {i} must be a non-empty (H, W, C) array, got "
+                f"shape {image.shape}."
+            )
+        h, w = image.shape[:2]
+        crop = size if size is not None else (h, w - extra)
+        crops.append(make_samples(model, [image], crop=crop)[0].x)
+
+    def generate():
+        for x in crops:
+            yield [_pin_range(x)]
+
+    return generate
+
+
+# ----------------------------------------------------------------------- inspection
+
+
+def tflite_model_info(model_content) -> dict:
+    """Operators and weight bytes of a ``.tflite`` flatbuffer.
+
+    Returns:
+        ``{"ops": sorted builtin operator names, "custom_ops": custom (e.g. Flex) op
+        names, "weight_bytes": {dtype name: bytes of constant tensors}}``.
+    """
+    from ai_edge_litert import schema_py_generated as schema
+
+    if isinstance(model_content, (str, os.PathLike)):
+        model_content = pathlib.Path(model_content).read_bytes()
+    model = schema.ModelT.InitFromPackedBuf(bytearray(model_content), 0)
+    builtin_names = {v: k for k, v in vars(schema.BuiltinOperator).items() if k.isupper()}
+    type_names = {v: k.lower() for k, v in vars(schema.TensorType).items() if k.isupper()}
+    ops, custom = set(), set()
+    for code in model.operatorCodes or []:
+        if code.customCode is not None:
+            name = code.customCode
+            custom.add(name.decode() if isinstance(name, bytes) else str(name))
+        else:
+            ops.add(builtin_names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "?"))
+    weight_bytes: dict[str, int] = {}
+    seen = set()
+    for subgraph in model.subgraphs or []:
+        for tensor in subgraph.tensors or []:
+            buffer = model.buffers[tensor.buffer]
+            if tensor.buffer in seen or buffer.data is None or len(buffer.data) == 0:
+                continue
+            seen.add(tensor.buffer)
+            name = type_names.get(tensor.type, str(tensor.type))
+            weight_bytes[name] = weight_bytes.get(name, 0) + len(buffer.data)
+    return {"ops": sorted(ops), "custom_ops": sorted(custom), "weight_bytes": weight_bytes}
+
+
+# ----------------------------------------------------------------------- conversion
+
+
+class _DropMessages(logging.Filter):
+    def __init__(self, *fragments):
+        super().__init__()
+        self.fragments = fragments
+
+    def filter(self, record):
+        return not any(f in record.getMessage() for f in self.fragments)
+
+
+@contextlib.contextmanager
+def _quiet_converter():
+    """Silence two converter messages that do not apply here (frozen input, pinned range)."""
+    log_filter = _DropMessages("trackable_obj", "Statistics for quantized inputs")
+    absl_logger = logging.getLogger("absl")
+    absl_logger.addFilter(log_filter)
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
+            yield
+    finally:
+        absl_logger.removeFilter(log_filter)
+
+
+def convert(
+    model,
+    quantization: str = "none",
+    representative_data=None,
+    input_size=None,
+    *,
+    io_type: str = "uint8",
+    num_calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
+    calibration_patch_size: int = DEFAULT_CALIBRATION_PATCH,
+    frozen=None,
+) -> bytes:
+    """Convert ``model`` (already in its export formulation) to TFLite bytes.
+
+    See :func:`tflite` for the arguments; ``frozen`` is the model's
+    :func:`frozen_function` for this input size, if already made. Raises ValueError
+    naming the ops when the model needs anything but TFLite builtins.
+    """
+    if quantization not in QUANTIZATIONS:
+        raise ValueError(f"quantization must be one of {QUANTIZATIONS}, got {quantization!r}.")
+    if io_type not in IO_TYPES:
+        raise ValueError(f"io_type must be one of {tuple(IO_TYPES)}, got {io_type!r}.")
+    if quantization == "int8" and representative_data is None:
+        raise ValueError(
+            "representative_data is required for quantization='int8': 'demo', a dataset "
+            "folder, or an iterable of images."
+        )
+    if frozen is None:
+        frozen = frozen_function(model, input_signature(model, batch_size=1, input_size=input_size))
+    with _quiet_converter():
+        # A frozen function has no variables: the "deprecated" path without a
+        # trackable object is the right one (see the module docstring).
+        converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    if quantization != "none":
+        converter.optimizations = [tf.lite.Optimize.DEFAULT]
+    if quantization == "float16":
+        converter.target_spec.supported_types = [tf.float16]
+    elif quantization == "int8":
+        converter.representative_dataset = representative_dataset(
+            model,
+            representative_data,
+            num_samples=num_calibration_samples,
+            patch_size=calibration_patch_size,
+            input_size=input_size,
+        )
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+        converter.inference_input_type = IO_TYPES[io_type]
+        converter.inference_output_type = IO_TYPES[io_type]
+    try:
+        with _quiet_converter():
+            content = converter.convert()
+    except Exception as err:
+        if type(err).__name__ != "ConverterError":
+            raise
+        # Name the ops, not the MLIR dump.
+        message = str(err)
+        ops = [line.strip() for line in message.splitlines() if "ops:" in line]
+        raise ValueError(
+            f"TFLite conversion of {model.name!r} (quantization={quantization!r}) with builtin "
+            f"ops only failed. {' '.join(ops) or message[-2000:]} A layer using these ops needs "
+            "a builtin-only formulation (declare it with EXPORT_OVERRIDES, see export.prepare)."
+        ) from err
+    info = tflite_model_info(content)
+    if info["custom_ops"]:
+        raise ValueError(
+            f"TFLite model of {model.name!r} contains non-builtin ops {info['custom_ops']}; "
+            "the LiteRT interpreter cannot run them without the Flex delegate."
+        )
+    return content
+
+
+def tflite(
+    model,
+    path,
+    quantization: str = "none",
+    representative_data=None,
+    input_size=None,
+    *,
+    io_type: str = "uint8",
+    num_calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
+    calibration_patch_size: int = DEFAULT_CALIBRATION_PATCH,
+    verify: bool = True,
+    images=None,
+    crop=None,
+    verbose: bool = True,
+) -> ExportResult:
+    """Export ``model`` to a builtin-ops-only ``.tflite`` file and verify it.
+
+    Args:
+        model: a Keras model (one float32 image or clip input).
+        path: output file ending with ``.tflite``.
+        quantization: ``"none"``, ``"float16"``, ``"dynamic"`` or ``"int8"``.
+        representative_data: int8 calibration data, required for ``"int8"``: ``"demo"``,
+            a dataset folder, or images (see :func:`representative_dataset`).
+        input_size: ``(H, W)`` (or ``"HxW"``) to fix the input size; None (default)
+            keeps H and W dynamic (``interpreter.resize_tensor_input`` then
+            ``allocate_tensors`` before running).
+        io_type: int8 models' input/output type: ``"uint8"`` (default), ``"int8"`` or
+            ``"float32"`` (quantize/dequantize inside the model).
+        num_calibration_samples: calibration samples for int8. Default 32.
+        calibration_patch_size: side of the calibration crops taken from a dataset
+            folder (dynamic-size models). Default 256.
+        verify: run the file with the LiteRT interpreter on ``images`` and raise
+            :class:`export.ExportVerificationError` if it disagrees with Keras beyond the
+            tolerance of its quantization.
+        images: verification images (see :func:`export.verify.load_image_pairs`).
+        crop: ``(H, W)`` centre crop of the verification images (``input_size`` if set).
+        verbose: print switched layers, what was written and the verification summary.
+
+    Returns:
+        :class:`export.ExportResult`.
+    """
+    path = check_output_path(path, ".tflite")
+    input_size = parse_input_size(input_size)
+    prepared, switches, frozen = _prepared_and_frozen(model, input_size, verbose)
+    content = convert(
+        prepared,
+        quantization,
+        representative_data,
+        input_size,
+        io_type=io_type,
+        num_calibration_samples=num_calibration_samples,
+        calibration_patch_size=calibration_patch_size,
+        frozen=frozen,
+    )
+    fd, tmp = tempfile.mkstemp(suffix=".tflite", prefix=".tmp_", dir=path.parent)
+    with os.fdopen(fd, "wb") as f:
+        f.write(content)
+    os.replace(tmp, path)
+    return finish(
+        model, path, "tflite", quantization, switches,
+        verify_images=images, do_verify=verify, verbose=verbose, crop=crop or input_size,
+    )  # fmt: skip

@@ -1,0 +1,247 @@
+"""deform_conv2d (SARN eq. 6, DCNv1) against a naive NumPy loop with torchvision's rules,
+the DeformableConv2D layer and the DRM, and their TFLite/ONNX conversion."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_layers import DRM, DeformableConv2D, deform_conv2d
+from tests.utils import assert_layer_config_roundtrip
+
+
+def torchvision_bilinear(img, h, w):
+    """``bilinear_interpolate`` of torchvision's deform_conv2d kernel, transcribed."""
+    height, width, channels = img.shape
+    if h <= -1 or height <= h or w <= -1 or width <= w:
+        return np.zeros(channels)
+    h_low, w_low = int(np.floor(h)), int(np.floor(w))
+    h_high, w_high = h_low + 1, w_low + 1
+    lh, lw = h - h_low, w - w_low
+    hh, hw = 1 - lh, 1 - lw
+    v1 = img[h_low, w_low] if (h_low >= 0 and w_low >= 0) else 0.0
+    v2 = img[h_low, w_high] if (h_low >= 0 and w_high <= width - 1) else 0.0
+    v3 = img[h_high, w_low] if (h_high <= height - 1 and w_low >= 0) else 0.0
+    v4 = img[h_high, w_high] if (h_high <= height - 1 and w_high <= width - 1) else 0.0
+    return hh * hw * v1 + hh * lw * v2 + lh * hw * v3 + lh * lw * v4
+
+
+def naive_deform_conv(x, offsets, kernel, bias=None, dilation=1):
+    """Eq. (6) pixel by pixel and tap by tap: stride 1, padding d*(k-1)/2 (torchvision)."""
+    batch, height, width, _ = x.shape
+    kh, kw, _, out_ch = kernel.shape
+    x, offsets, kernel = (a.astype(np.float64) for a in (x, offsets, kernel))
+    out = np.zeros((batch, height, width, out_ch))
+    for b in range(batch):
+        for y in range(height):
+            for xq in range(width):
+                acc = np.zeros(out_ch) if bias is None else bias.astype(np.float64).copy()
+                for i in range(kh):
+                    for j in range(kw):
+                        n = i * kw + j
+                        h = y - dilation * (kh - 1) // 2 + i * dilation + offsets[b, y, xq, 2 * n]
+                        w = (
+                            xq
+                            - dilation * (kw - 1) // 2
+                            + j * dilation
+                            + offsets[b, y, xq, 2 * n + 1]
+                        )
+                        acc += torchvision_bilinear(x[b], h, w) @ kernel[i, j]
+                out[b, y, xq] = acc
+    return out
+
+
+def _random(shape, seed, scale=1.0):
+    return (scale * np.random.default_rng(seed).normal(size=shape)).astype(np.float32)
+
+
+def test_zero_offsets_is_plain_same_convolution():
+    x = _random((2, 7, 9, 4), 0)
+    kernel = _random((3, 3, 4, 5), 1)
+    bias = _random((5,), 2)
+    got = np.asarray(deform_conv2d(x, np.zeros((2, 7, 9, 18), np.float32), kernel, bias))
+    expected = np.asarray(tf.nn.conv2d(x, kernel, 1, "SAME")) + bias
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_integer_offsets_shift_the_taps():
+    # An integer offset reads one pixel exactly: compare with the naive loop and, for a
+    # uniform shift, with the plain convolution of the shifted (zero-filled) image.
+    x = _random((1, 6, 8, 3), 3)
+    kernel = _random((3, 3, 3, 2), 4)
+    rng = np.random.default_rng(5)
+    offsets = rng.integers(-2, 3, size=(1, 6, 8, 18)).astype(np.float32)
+    got = np.asarray(deform_conv2d(x, offsets, kernel))
+    np.testing.assert_allclose(got, naive_deform_conv(x, offsets, kernel), rtol=1e-5, atol=1e-5)
+
+    uniform = np.zeros((1, 6, 8, 18), np.float32)
+    uniform[..., 0::2], uniform[..., 1::2] = 1.0, -2.0  # every tap: 1 down, 2 left
+    # Output (y, x) reads x[y + i - 1 + 1, x + j - 1 - 2] for tap (i, j), zero outside:
+    # a VALID convolution of the zero-padded image, window moved by (+1, -2).
+    padded = np.pad(x, ((0, 0), (3, 3), (3, 3), (0, 0)))
+    expected = np.asarray(tf.nn.conv2d(padded[:, 3 : 3 + 6 + 2, 0 : 8 + 2], kernel, 1, "VALID"))
+    got = np.asarray(deform_conv2d(x, uniform, kernel))
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+@pytest.mark.parametrize("dilation", [1, 2])
+def test_fractional_offsets_match_naive_reference(dilation):
+    x = _random((2, 7, 6, 3), 6)
+    kernel = _random((3, 3, 3, 4), 7)
+    bias = _random((4,), 8)
+    offsets = _random((2, 7, 6, 18), 9, scale=1.5)
+    got = np.asarray(deform_conv2d(x, offsets, kernel, bias, dilation_rate=dilation))
+    expected = naive_deform_conv(x, offsets, kernel, bias, dilation)
+    np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_samples_outside_the_image_read_zero():
+    x = _random((1, 5, 5, 2), 10)
+    kernel = _random((3, 3, 2, 3), 11)
+    # Far outside: every tap reads 0 -> output is exactly the bias.
+    far = np.full((1, 5, 5, 18), 50.0, np.float32)
+    bias = np.array([0.5, -1.0, 2.0], np.float32)
+    np.testing.assert_array_equal(
+        np.asarray(deform_conv2d(x, far, kernel, bias)), np.broadcast_to(bias, (1, 5, 5, 3))
+    )
+    # Straddling the border: points in (-1, 0) and (H-1, H) keep their in-image corners
+    # only; points at exactly -1 or H read 0. Torchvision's rule, checked pixel by pixel.
+    offsets = np.random.default_rng(12).choice(
+        np.array([-5.5, -4.25, -1.0, -0.5, 0.3, 4.0, 4.6, 5.0], np.float32), size=(1, 5, 5, 18)
+    )
+    got = np.asarray(deform_conv2d(x, offsets, kernel))
+    np.testing.assert_allclose(got, naive_deform_conv(x, offsets, kernel), rtol=1e-5, atol=1e-5)
+
+
+def test_rectangular_kernel_and_torchvision_offset_layout():
+    # Kernel 1x3: tap n = j; offset channel 2n is vertical, 2n + 1 horizontal.
+    x = _random((1, 4, 5, 2), 13)
+    kernel = _random((1, 3, 2, 1), 14)
+    offsets = np.zeros((1, 4, 5, 6), np.float32)
+    offsets[..., 2] = 1.0  # middle tap one row down
+    got = np.asarray(deform_conv2d(x, offsets, kernel))
+    np.testing.assert_allclose(got, naive_deform_conv(x, offsets, kernel), rtol=1e-5, atol=1e-5)
+    below = np.zeros_like(x)
+    below[:, :-1] = x[:, 1:]
+    expected = np.asarray(
+        tf.nn.conv2d(x, kernel * np.array([1, 0, 1])[None, :, None, None], 1, "SAME")
+    ) + np.asarray(
+        tf.nn.conv2d(below, kernel * np.array([0, 1, 0])[None, :, None, None], 1, "SAME")
+    )
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_rejects_bad_arguments():
+    x = np.zeros((1, 4, 4, 2), np.float32)
+    with pytest.raises(ValueError, match="odd"):
+        deform_conv2d(x, np.zeros((1, 4, 4, 8), np.float32), np.zeros((2, 2, 2, 1), np.float32))
+    with pytest.raises(ValueError, match="offsets"):
+        deform_conv2d(x, np.zeros((1, 4, 4, 9), np.float32), np.zeros((3, 3, 2, 1), np.float32))
+    with pytest.raises(ValueError, match="channels"):
+        deform_conv2d(x, np.zeros((1, 4, 4, 18), np.float32), np.zeros((3, 3, 5, 1), np.float32))
+    with pytest.raises(ValueError, match="kernel_size"):
+        DeformableConv2D(4, kernel_size=2)
+
+
+def test_gradients_reach_the_offsets():
+    x = _random((1, 6, 6, 2), 15)
+    kernel = tf.constant(_random((3, 3, 2, 2), 16))
+    offsets = tf.Variable(_random((1, 6, 6, 18), 17, scale=0.7))
+    with tf.GradientTape() as tape:
+        loss = tf.reduce_sum(deform_conv2d(x, offsets, kernel) ** 2)
+    grad = tape.gradient(loss, offsets).numpy()
+    # Central finite difference on one offset (away from integer positions).
+    eps, idx = 1e-2, (0, 2, 3, 5)
+    plus, minus = offsets.numpy(), offsets.numpy()
+    plus[idx] += eps
+    minus[idx] -= eps
+    numeric = (
+        np.sum(naive_deform_conv(x, plus, kernel.numpy()) ** 2)
+        - np.sum(naive_deform_conv(x, minus, kernel.numpy()) ** 2)
+    ) / (2 * eps)
+    np.testing.assert_allclose(grad[idx], numeric, rtol=2e-2, atol=1e-2)
+
+
+def test_layer_starts_as_plain_convolution_and_uses_its_offsets():
+    x = _random((2, 8, 7, 3), 18)
+    layer = DeformableConv2D(4, dilation_rate=1)
+    y = np.asarray(layer(x))
+    assert layer.offset_conv.count_params() == 3 * 18 * 9 + 18
+    assert layer.count_params() == (3 * 18 * 9 + 18) + (3 * 4 * 9 + 4)
+    np.testing.assert_array_equal(layer.offset_conv.kernel.numpy(), 0.0)
+    expected = np.asarray(tf.nn.conv2d(x, layer.kernel, 1, "SAME")) + layer.bias.numpy()
+    np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
+    # With trained offset weights the layer is deform_conv2d on its offset conv's output.
+    for w in layer.offset_conv.weights:
+        w.assign(_random(w.shape, 19, scale=0.3))
+    offsets = np.asarray(layer.offset_conv(x))
+    naive = naive_deform_conv(x, offsets, layer.kernel.numpy(), layer.bias.numpy())
+    np.testing.assert_allclose(np.asarray(layer(x)), naive, rtol=1e-4, atol=1e-4)
+
+
+def test_drm_is_residual_deformable_block():
+    x = _random((1, 6, 5, 4), 20)
+    block = DRM()
+    block(x)
+    for w in block.deform.offset_conv.weights:
+        w.assign(_random(w.shape, 21, scale=0.3))
+    features = np.maximum(np.asarray(block.conv(x)), 0.0)
+    offsets = np.asarray(block.deform.offset_conv(features))
+    expected = x + naive_deform_conv(
+        features, offsets, block.deform.kernel.numpy(), block.deform.bias.numpy()
+    )
+    np.testing.assert_allclose(np.asarray(block(x)), expected, rtol=1e-4, atol=1e-4)
+    # A ResBlock (2 convs) plus the offset conv of 2k^2 channels.
+    assert block.count_params() == 2 * (4 * 4 * 9 + 4) + (4 * 18 * 9 + 18)
+
+
+def test_config_roundtrip_and_dynamic_shapes():
+    assert_layer_config_roundtrip(
+        DeformableConv2D(6, kernel_size=5, dilation_rate=2, use_bias=False)
+    )
+    assert_layer_config_roundtrip(DRM(kernel_size=3, dilation_rate=2))
+    inputs = keras.Input((None, None, 3))
+    model = keras.Model(inputs, DRM(name="drm")(inputs))
+    for h, w in [(5, 7), (12, 3)]:
+        assert model(np.zeros((2, h, w, 3), np.float32)).shape == (2, h, w, 3)
+
+
+@pytest.mark.slow
+def test_converts_to_tflite_builtins_and_onnx_with_dynamic_size():
+    import onnxruntime
+    import tf2onnx
+    from ai_edge_litert.interpreter import Interpreter
+    from tensorflow.python.framework.convert_to_constants import (
+        convert_variables_to_constants_v2,
+    )
+
+    inputs = keras.Input((None, None, 4))
+    model = keras.Model(inputs, DRM(name="drm")(inputs))
+    for w in model.get_layer("drm").deform.offset_conv.weights:
+        w.assign(_random(w.shape, 22, scale=0.3))
+    spec = tf.TensorSpec([1, None, None, 4], tf.float32, name="x")
+
+    @tf.function(input_signature=[spec])
+    def serve(t):
+        return model(t)
+
+    # Variables frozen first: kept as TFLite resource variables they would read NaN.
+    frozen = convert_variables_to_constants_v2(serve.get_concrete_function())
+    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
+    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+    interpreter = Interpreter(model_content=converter.convert())
+    proto, _ = tf2onnx.convert.from_function(serve, input_signature=[spec], opset=17)
+    session = onnxruntime.InferenceSession(proto.SerializeToString())
+
+    for size in [(9, 13), (6, 5)]:
+        x = _random((1, *size, 4), size[0])
+        expected = np.asarray(model(x))
+        detail = interpreter.get_input_details()[0]
+        interpreter.resize_tensor_input(detail["index"], x.shape)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(detail["index"], x)
+        interpreter.invoke()
+        got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+        got = session.run(None, {session.get_inputs()[0].name: x})[0]
+        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)

@@ -1,0 +1,110 @@
+"""dynamic_filter (SAPHN eq. 7) against a hand-written spatially varying convolution."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_layers import DynamicFilter, dynamic_filter
+from tests.utils import assert_layer_config_roundtrip
+
+
+def naive_dynamic_filter(x, adaptive, kernel, bias=None):
+    """Eq. (7) literally: y_i = sum_{j in window(i)} K_i[j] W[j - i] x_j + b, zeros outside."""
+    b, h, w, c = x.shape
+    k = kernel.shape[0]
+    r = k // 2
+    per_channel = adaptive.shape[-1] == k * k * c
+    out = np.zeros((b, h, w, kernel.shape[-1]), np.float64)
+    for n in range(b):
+        for i in range(h):
+            for j in range(w):
+                acc = np.zeros(kernel.shape[-1])
+                for dy in range(k):
+                    for dx in range(k):
+                        y, xx = i + dy - r, j + dx - r
+                        if not (0 <= y < h and 0 <= xx < w):
+                            continue
+                        t = dy * k + dx
+                        weight = (
+                            adaptive[n, i, j, t * c : (t + 1) * c]
+                            if per_channel
+                            else (adaptive[n, i, j, t])
+                        )
+                        acc += (weight * x[n, y, xx]) @ kernel[dy, dx]
+                out[n, i, j] = acc + (0 if bias is None else bias)
+    return out
+
+
+@pytest.mark.parametrize("k,h,w,per_channel", [(3, 6, 7, False), (5, 5, 4, False), (3, 4, 5, True)])
+def test_matches_spatially_varying_convolution(k, h, w, per_channel):
+    rng = np.random.default_rng(k * 10 + h)
+    c, o = 3, 4
+    x = rng.normal(size=(2, h, w, c))
+    adaptive = rng.normal(size=(2, h, w, k * k * (c if per_channel else 1)))
+    kernel = rng.normal(size=(k, k, c, o))
+    bias = rng.normal(size=(o,))
+    got = dynamic_filter(x, adaptive, kernel, bias).numpy()
+    np.testing.assert_allclose(got, naive_dynamic_filter(x, adaptive, kernel, bias), atol=1e-10)
+
+
+def test_constant_one_kernel_is_ordinary_convolution():
+    # Sec. 2.2: "standard spatial convolution ... with adapting kernel being constant K = 1".
+    rng = np.random.default_rng(1)
+    x = rng.normal(size=(1, 9, 8, 3)).astype(np.float32)
+    kernel = rng.normal(size=(5, 5, 3, 2)).astype(np.float32)
+    got = dynamic_filter(x, np.ones((1, 9, 8, 25), np.float32), kernel)
+    expected = tf.nn.conv2d(x, kernel, 1, "SAME")
+    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
+
+
+def test_gradient_matches_finite_differences():
+    rng = np.random.default_rng(2)
+    x = tf.constant(rng.normal(size=(1, 4, 5, 2)))
+    adaptive = tf.constant(rng.normal(size=(1, 4, 5, 9)))
+    kernel = tf.constant(rng.normal(size=(3, 3, 2, 2)))
+    theoretical, numerical = tf.test.compute_gradient(
+        tf.function(lambda a, b, c: dynamic_filter(a, b, c)), [x, adaptive, kernel]
+    )
+    for t, n in zip(theoretical, numerical, strict=True):
+        np.testing.assert_allclose(t, n, atol=1e-6)
+
+
+def test_layer_with_generated_kernel_matches_reference_at_any_size():
+    layer = DynamicFilter(filters=4, kernel_size=3, meta_filters=5, name="pdf")
+    inputs = keras.Input((None, None, 3))
+    model = keras.Model(inputs, layer(inputs))
+    rng = np.random.default_rng(3)
+    # A non-trivial meta-layer (its last conv starts at zero, i.e. K = 1).
+    layer.meta_kernel.set_weights(
+        [rng.normal(size=w.shape).astype(np.float32) for w in layer.meta_kernel.get_weights()]
+    )
+    for h, w in [(5, 7), (8, 3)]:
+        x = rng.normal(size=(2, h, w, 3)).astype(np.float32)
+        adaptive = layer.adaptive_kernel(x).numpy()
+        assert adaptive.shape == (2, h, w, 9)
+        assert np.ptp(adaptive) > 0.1  # really spatially varying
+        expected = naive_dynamic_filter(x, adaptive, layer.kernel.numpy(), layer.bias.numpy())
+        np.testing.assert_allclose(model(x), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_layer_starts_as_ordinary_convolution():
+    layer = DynamicFilter(kernel_size=5, meta_filters=4)
+    x = np.random.default_rng(4).normal(size=(1, 7, 6, 3)).astype(np.float32)
+    y = layer(x)
+    assert y.shape == (1, 7, 6, 3)
+    np.testing.assert_allclose(y, tf.nn.conv2d(x, layer.kernel, 1, "SAME"), rtol=1e-5, atol=1e-5)
+    # meta-layer 3*3*3*4+4 and 3*3*4*25+25, filter 5*5*3*3 + 3
+    assert layer.count_params() == 112 + 925 + 228
+
+
+def test_config_roundtrip_and_errors():
+    assert_layer_config_roundtrip(DynamicFilter(filters=2, kernel_size=3, per_channel_kernel=True))
+    with pytest.raises(ValueError, match="kernel_size"):
+        DynamicFilter(kernel_size=4)
+    with pytest.raises(ValueError, match="filters"):
+        DynamicFilter(filters=0)
+    with pytest.raises(ValueError, match="adaptive_kernel"):
+        dynamic_filter(np.zeros((1, 4, 4, 2)), np.zeros((1, 4, 4, 8)), np.zeros((3, 3, 2, 1)))
+    with pytest.raises(ValueError, match="kernel must have shape"):
+        dynamic_filter(np.zeros((1, 4, 4, 2)), np.zeros((1, 4, 4, 4)), np.zeros((2, 2, 2, 1)))

@@ -1,0 +1,147 @@
+"""Global-local module (eq. 8), its residual block, and the patch split/merge of SAPHN."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from keras_layers import GlobalLocalModule, GlobalLocalResBlock, MergePatches, SplitPatches
+from tests.utils import assert_layer_config_roundtrip
+
+
+def softmax(v, axis):
+    e = np.exp(v - v.max(axis=axis, keepdims=True))
+    return e / e.sum(axis=axis, keepdims=True)
+
+
+def conv1x1(layer, x):
+    kernel, bias = (w.astype(np.float64) for w in layer.get_weights())
+    return x @ kernel[0, 0] + bias
+
+
+def np_attention(layer, query, source):
+    """Eq. (1)-(6) in NumPy with the layer's 1x1 convolutions."""
+    b, h, w, _ = query.shape
+    q = softmax(conv1x1(layer.gather_conv, source).reshape(b, -1, layer.attention_maps), 1)
+    descriptors = np.einsum("bik,bic->bkc", q, source.reshape(b, -1, source.shape[-1]))
+    descriptors *= conv1x1(layer.channel_conv, source.mean(axis=(1, 2)))[:, None, :]
+    p = softmax(conv1x1(layer.selection_conv, query).reshape(b, -1, layer.attention_maps), -1)
+    return (p @ descriptors / layer.attention_maps).reshape(b, h, w, -1)
+
+
+def np_dynamic(layer, x):
+    """Eq. (7) in NumPy with the layer's generated kernel K and filter W."""
+    adaptive = layer.adaptive_kernel(x.astype(np.float32)).numpy()
+    kernel, bias = layer.kernel.numpy(), layer.bias.numpy()
+    k = kernel.shape[0]
+    r = k // 2
+    _, h, w, _ = x.shape
+    padded = np.pad(x, [(0, 0), (r, r), (r, r), (0, 0)])
+    out = 0.0
+    for dy in range(k):
+        for dx in range(k):
+            neighbours = padded[:, dy : dy + h, dx : dx + w]
+            out = out + (adaptive[..., dy * k + dx, None] * neighbours) @ kernel[dy, dx]
+    return out + bias
+
+
+def randomise_meta_kernel(dynamic_layer, rng):
+    # Its last conv starts at zero (K = 1); make K really pixel-dependent.
+    dynamic_layer.meta_kernel.set_weights(
+        [
+            rng.normal(size=w.shape).astype(np.float32)
+            for w in dynamic_layer.meta_kernel.get_weights()
+        ]
+    )
+
+
+def test_module_is_sum_of_global_and_local_branches():
+    module = GlobalLocalModule(attention_maps=3, filter_size=3, meta_filters=4)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(2, 5, 6, 4)).astype(np.float32)
+    module(x)
+    randomise_meta_kernel(module.dynamic, rng)
+    expected = np_attention(module.self_attention, x, x) + np_dynamic(module.dynamic, x)
+    np.testing.assert_allclose(module(x), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_decoder_module_adds_cross_attention_to_encoder_features():
+    module = GlobalLocalModule(
+        attention_maps=3, filter_size=3, meta_filters=4, cross_attention=True
+    )
+    x_in, src_in = keras.Input((None, None, 4)), keras.Input((None, None, 4))
+    model = keras.Model([x_in, src_in], module([x_in, src_in]))
+    rng = np.random.default_rng(1)
+    randomise_meta_kernel(module.dynamic, rng)
+    x = rng.normal(size=(2, 6, 5, 4)).astype(np.float32)
+    source = rng.normal(size=(2, 3, 7, 4)).astype(np.float32)
+    expected = (
+        np_attention(module.self_attention, x, x)
+        + np_attention(module.cross, x, source)
+        + np_dynamic(module.dynamic, x)
+    )
+    np.testing.assert_allclose(model([x, source]), expected, rtol=1e-4, atol=1e-4)
+
+
+@pytest.mark.parametrize("cross", [False, True])
+def test_residual_block_is_conv_module_conv_plus_identity(cross):
+    block = GlobalLocalResBlock(
+        attention_maps=2, filter_size=3, meta_filters=3, cross_attention=cross
+    )
+    rng = np.random.default_rng(2)
+    x = rng.normal(size=(1, 6, 7, 4)).astype(np.float32)
+    source = rng.normal(size=(1, 3, 4, 4)).astype(np.float32)
+    block([x, source] if cross else x)  # builds the weights
+    randomise_meta_kernel(block.global_local.dynamic, rng)
+    y = block([x, source] if cross else x).numpy()
+
+    def conv3x3(layer, t):
+        kernel, bias = layer.get_weights()
+        return tf.nn.conv2d(t.astype(np.float32), kernel, 1, "SAME").numpy() + bias
+
+    h = np.maximum(conv3x3(block.conv1, x), 0.0)
+    module = block.global_local
+    gl = np_attention(module.self_attention, h, h) + np_dynamic(module.dynamic, h)
+    if cross:
+        gl = gl + np_attention(module.cross, h, source)
+    np.testing.assert_allclose(y, x + conv3x3(block.conv2, gl), rtol=1e-4, atol=1e-4)
+
+
+def test_split_and_merge_patches_cut_dmphn_quarters():
+    x = np.arange(2 * 4 * 6 * 1, dtype=np.float32).reshape(2, 4, 6, 1)
+    halves = SplitPatches(1)(x).numpy()
+    quarters = SplitPatches(2)(halves).numpy()
+    assert quarters.shape == (8, 2, 3, 1)
+    top, bottom = x[:, :2], x[:, 2:]
+    expected = np.concatenate([top[:, :, :3], bottom[:, :, :3], top[:, :, 3:], bottom[:, :, 3:]])
+    np.testing.assert_array_equal(quarters, expected)
+    np.testing.assert_array_equal(MergePatches(2)(quarters), halves)
+    np.testing.assert_array_equal(MergePatches(1)(MergePatches(2)(quarters)), x)
+
+
+def test_split_merge_with_dynamic_sizes():
+    inputs = keras.Input((None, None, 2))
+    split = SplitPatches(2)(SplitPatches(1)(inputs))
+    model = keras.Model(inputs, [split, MergePatches(1)(MergePatches(2)(split))])
+    for h, w in [(4, 6), (8, 2)]:
+        x = np.random.default_rng(h).normal(size=(3, h, w, 2)).astype(np.float32)
+        patches, back = model(x)
+        assert patches.shape == (12, h // 2, w // 2, 2)
+        np.testing.assert_array_equal(back, x)
+
+
+def test_configs_roundtrip_and_errors():
+    assert_layer_config_roundtrip(GlobalLocalModule(5, 3, 6, cross_attention=True))
+    assert_layer_config_roundtrip(GlobalLocalResBlock(3, 5, 3, 6, cross_attention=True))
+    assert_layer_config_roundtrip(SplitPatches(2))
+    assert_layer_config_roundtrip(MergePatches(1))
+    with pytest.raises(ValueError, match="axis"):
+        SplitPatches(3)
+    with pytest.raises(ValueError, match=r"\[x, source\]"):
+        GlobalLocalModule(cross_attention=True)(np.zeros((1, 4, 4, 2), np.float32))
+    with pytest.raises(ValueError, match="one tensor"):
+        GlobalLocalModule()([np.zeros((1, 4, 4, 2), np.float32)] * 2)
+    with pytest.raises(ValueError, match="channels of x"):
+        GlobalLocalModule(cross_attention=True)(
+            [np.zeros((1, 4, 4, 2), np.float32), np.zeros((1, 4, 4, 3), np.float32)]
+        )

@@ -1,0 +1,79 @@
+"""``tfdeblur bench``: JSON schema, parameters, file sizes, FLOP counting (no timings)."""
+
+import json
+import pathlib
+
+import keras
+import pytest
+
+import tfdeblur
+from tfdeblur.bench import count_gflops
+from tfdeblur.cli import main
+
+
+def test_gflops_of_a_plain_conv_model_match_the_formula():
+    x = keras.Input((None, None, 3))
+    y = keras.layers.Conv2D(8, 3, padding="same", activation="relu")(x)
+    y = keras.layers.DepthwiseConv2D(5, padding="same")(y)
+    y = keras.layers.Conv2D(3, 1)(y)
+    model = keras.Model(x, keras.layers.Add()([x, y]))
+    h, w = 16, 24
+    macs = h * w * (8 * 3 * 3 * 3 + 8 * 5 * 5 + 3 * 8)  # 3x3 conv, 5x5 depthwise, 1x1 conv
+    flops = count_gflops(model, (h, w))
+    assert flops["gflops_conv"] * 1e9 == pytest.approx(2 * macs)
+    assert flops["gflops"] * 1e9 == pytest.approx(2 * macs + h * w * 3)  # + the residual add
+    assert flops["frames"] == 1 and flops["ops_with_unknown_shapes"] == 0
+
+
+@pytest.mark.filterwarnings("ignore:.*untrained weights")
+def test_bench_cli_tiny(tmp_path, gopro_samples, capsys):
+    out, artifacts = tmp_path / "bench.json", tmp_path / "artifacts"
+    code = main(
+        [
+            "bench", "--models", "lcnet", "--preset", "tiny",
+            "--formats", "keras,tflite,tflite_float16",
+            "--sizes", "32x32,24x40", "--flops-size", "64x96",
+            "--warmup", "1", "--runs", "2",
+            "--verify-images", str(gopro_samples / "Istanbul_blur1.png"), "--verify-crop", "48x64",
+            "--lc-batch-size", "2", "--lc-patch-size", "32", "--lc-steps", "1",
+            "--artifacts-dir", str(artifacts), "--output", str(out),
+        ]
+    )  # fmt: skip
+    assert code == 0
+    results = json.loads(out.read_text())
+    assert set(results) == {"machine", "settings", "models", "lc_formulations"}
+    assert results["machine"]["cpu_count"] >= 1 and results["machine"]["tensorflow"]
+    assert results["settings"]["sizes"] == [[32, 32], [24, 40]]
+
+    (entry,) = results["models"]
+    assert entry["model"] == "lcnet" and entry["preset"] == "tiny"
+    assert entry["parameters"] == tfdeblur.build_model("lcnet", preset="tiny").count_params()
+    assert (
+        entry["flops"]["size"] == [64, 96]
+        and 0 < entry["flops"]["gflops_conv"] <= entry["flops"]["gflops"]
+    )
+    assert [a["label"] for a in entry["artifacts"]] == ["keras", "tflite", "tflite_float16"]
+    for artifact in entry["artifacts"]:
+        path = pathlib.Path(artifact["path"])
+        assert path.parent == artifacts and artifact["size_bytes"] == path.stat().st_size
+        assert set(artifact["latency_ms"]) == {"32x32", "24x40"}
+        assert all(ms > 0 for ms in artifact["latency_ms"].values())
+        assert artifact["agrees"] and artifact["psnr_vs_sharp"] is not None
+    keras_entry, f32, f16 = entry["artifacts"]
+    assert keras_entry["psnr_vs_keras"] == "inf"  # the reloaded .keras file is exact
+    assert f32["psnr_vs_keras"] >= 45 and f16["psnr_vs_keras"] >= 45
+    assert f16["size_bytes"] < f32["size_bytes"]
+    assert entry["targets"]["tflite_within_45db"] and entry["targets"]["tflite_float16_within_45db"]
+    assert set(entry["targets"]["tflite_not_slower_than_keras"]) == {"32x32", "24x40"}
+
+    lc = results["lc_formulations"]
+    assert set(lc["train_step_ms"]) == {"patches", "slices"} and lc["faster"] in lc["train_step_ms"]
+    assert lc["batch_size"] == 2 and lc["patch_size"] == 32
+
+    table = capsys.readouterr().out
+    assert "| lcnet (tiny) | tflite_float16 |" in table and "LCBlock formulations" in table
+
+
+def test_bench_rejects_unknown_format(capsys):
+    assert main(["bench", "--models", "lcnet", "--formats", "tflite,pt"]) == 2
+    assert "unknown format 'pt'" in capsys.readouterr().err

@@ -1,0 +1,323 @@
+"""``tfdeblur deblur`` end to end and the Python API ``tfdeblur.deblur``."""
+
+import os
+import subprocess
+import sys
+
+import imageio.v2 as imageio
+import keras
+import numpy as np
+import pytest
+
+import tfdeblur
+from tests.utils import REPO
+from tfdeblur.cli import main
+from tfdeblur.deblurring import plan_jobs
+from tfdeblur.image_io import read_image, read_image_info, write_image
+from tfdeblur.inference import KerasRunner, load_runner
+from tfdeblur.video import deblur_video as deblur_video_file
+from tfdeblur.video import stream_video_model
+
+LSB8 = 1 / 255
+
+
+@pytest.fixture(scope="module")
+def small_model(tmp_path_factory):
+    """Residual 2-conv network saved as .keras: output = x + conv(tanh(conv(x)))."""
+    keras.utils.set_random_seed(0)
+    inputs = keras.Input((None, None, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", activation="tanh")(inputs)
+    x = keras.layers.Conv2D(3, 3, padding="same")(x)
+    model = keras.Model(inputs, keras.layers.Add()([inputs, x]), name="small")
+    path = tmp_path_factory.mktemp("model") / "small.keras"
+    model.save(path)
+    return path, model
+
+
+def reference(model, image):
+    """The network's output on a float image, clamped: what every output must hold."""
+    return np.clip(np.asarray(model(image[None].astype(np.float32)))[0], 0, 1)
+
+
+def write_video(path, frames, fps=12.5, lossless=True):
+    options = (
+        {"codec": "libx264rgb", "pixelformat": "rgb24", "output_params": ["-crf", "0"]}
+        if lossless
+        else {"codec": "libx264", "pixelformat": "yuv444p"}
+    )
+    path.parent.mkdir(parents=True, exist_ok=True)
+    writer = imageio.get_writer(
+        str(path), format="FFMPEG", fps=fps, quality=None, macro_block_size=1,
+        ffmpeg_log_level="error", **options,
+    )  # fmt: skip
+    for frame in frames:
+        writer.append_data(frame)
+    writer.close()
+
+
+def read_video(path):
+    with imageio.get_reader(str(path), format="FFMPEG") as reader:
+        return reader.get_meta_data(), [np.asarray(f) for f in reader]
+
+
+def test_folder_end_to_end(tmp_path, small_model, capsys):
+    model_path, model = small_model
+    rng = np.random.default_rng(0)
+    src = tmp_path / "photos"
+    rgb = rng.uniform(size=(33, 47, 3))
+    deep = rng.uniform(size=(21, 19, 3))
+    gray = rng.uniform(size=(25, 30))
+    write_image(src / "odd.png", rgb)
+    write_image(src / "trip" / "day1" / "deep.png", deep, bit_depth=16)
+    write_image(src / "trip" / "gray.png", gray)
+    write_image(src / "trip" / "photo.jpg", rng.uniform(size=(40, 41, 3)))
+    (src / "trip" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n" + b"\x00" * 30)
+    (src / "notes.txt").write_text("not an image")
+    frames = [(rng.uniform(size=(29, 37, 3)) * 255).astype(np.uint8) for _ in range(4)]
+    write_video(src / "clips" / "shaky.mkv", frames)
+
+    out = tmp_path / "sharp"
+    rc = main(
+        ["deblur", str(src), "-o", str(out), "--model", str(model_path), "--codec", "lossless"]
+    )
+    captured = capsys.readouterr()
+    assert rc == 1  # one file failed
+    assert "broken.png" in captured.err and "5 of 6" in captured.out
+
+    produced = sorted(p.relative_to(out).as_posix() for p in out.rglob("*") if p.is_file())
+    assert produced == [
+        "clips/shaky.mkv",
+        "odd.png",
+        "trip/day1/deep.png",
+        "trip/gray.png",
+        "trip/photo.jpg",
+    ]  # fmt: skip  (tree mirrored, no temporary files left, nothing for the broken file)
+
+    # 8-bit RGB, odd size: the model output rounded once.
+    got = read_image(out / "odd.png")
+    np.testing.assert_allclose(
+        got, reference(model, read_image(src / "odd.png")), atol=0.5 * LSB8 + 1e-6
+    )
+    # 16-bit stays 16-bit, with 16-bit precision.
+    assert read_image_info(out / "trip/day1/deep.png").bit_depth == 16
+    expected = reference(model, read_image(src / "trip/day1/deep.png"))
+    np.testing.assert_allclose(read_image(out / "trip/day1/deep.png"), expected, atol=1e-4)
+    # Grayscale stays grayscale: the mean of the network's three output channels.
+    assert read_image_info(out / "trip/gray.png").channels == 1
+    expected = reference(model, read_image(src / "trip/gray.png")).mean(axis=-1)
+    np.testing.assert_allclose(
+        read_image(out / "trip/gray.png")[..., 0], expected, atol=0.5 * LSB8 + 1e-6
+    )
+    # JPEG stays JPEG (lossy: loose check of size and values).
+    assert read_image_info(out / "trip/photo.jpg").height == 40
+    # Video: frame count, size and frame rate kept; frames are the network's output.
+    meta, got_frames = read_video(out / "clips" / "shaky.mkv")
+    assert meta["fps"] == pytest.approx(12.5) and len(got_frames) == 4
+    for frame, result in zip(frames, got_frames, strict=True):
+        expected = np.rint(reference(model, frame.astype(np.float32) / 255) * 255)
+        assert np.abs(result.astype(np.float64) - expected).max() <= 1
+
+
+def test_single_file_with_tiles_and_compare(tmp_path, small_model):
+    model_path, model = small_model
+    image = np.random.default_rng(1).uniform(size=(70, 90, 3))
+    write_image(tmp_path / "in.png", image)
+    rc = main([
+        "deblur", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png"),
+        "--model", str(model_path), "--tile", "32", "--overlap", "16", "--compare", "-q",
+    ])  # fmt: skip
+    assert rc == 0
+    # 2 convs see 2 px < overlap / 4: tiled == untiled, up to float rounding before the
+    # 8-bit rounding.
+    expected = np.rint(reference(model, read_image(tmp_path / "in.png")) * 255)
+    got = read_image(tmp_path / "out.png") * 255
+    assert np.abs(got - expected).max() <= 1
+    assert np.mean(got != expected) < 0.001
+    compare = read_image(tmp_path / "out.compare.png")
+    # Layout: two 90-px panels + gap on top; crop of 17 px zoomed 5x below.
+    assert compare.shape == (70 + 8 + 85, 2 * 90 + 8, 3)
+
+
+def test_refuses_to_overwrite_an_input_and_names_it(tmp_path, small_model, capsys):
+    model_path, _ = small_model
+    write_image(tmp_path / "a.png", np.full((20, 20, 3), 0.5))
+    before = (tmp_path / "a.png").read_bytes()
+    rc = main(["deblur", str(tmp_path), "-o", str(tmp_path), "--model", str(model_path)])
+    assert rc == 2
+    assert "refusing to overwrite" in capsys.readouterr().err
+    assert (tmp_path / "a.png").read_bytes() == before
+
+
+def test_plan_jobs_layouts_and_collisions(tmp_path):
+    for rel in ("x/a.png", "x/sub/b.tif", "y/a.png", "c.mp4"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    jobs = plan_jobs([tmp_path / "x"], tmp_path / "o")
+    assert [(j.target.relative_to(tmp_path).as_posix(), j.kind) for j in jobs] == [
+        ("o/a.png", "image"), ("o/sub/b.png", "image"),  # TIFF cannot be written: PNG
+    ]  # fmt: skip
+    jobs = plan_jobs([tmp_path / "x", tmp_path / "y", tmp_path / "c.mp4"], tmp_path / "o", "jpg")
+    assert [j.target.relative_to(tmp_path).as_posix() for j in jobs] == [
+        "o/x/a.jpg", "o/x/sub/b.jpg", "o/y/a.jpg", "o/c.mp4",
+    ]  # fmt: skip
+    with pytest.raises(ValueError, match="would both be written"):
+        plan_jobs([tmp_path / "x" / "a.png", tmp_path / "y" / "a.png"], tmp_path / "o")
+    with pytest.raises(FileNotFoundError, match="missing"):
+        plan_jobs([tmp_path / "missing.png"], tmp_path / "o")
+    with pytest.raises(ValueError, match="video input needs a video output"):
+        plan_jobs([tmp_path / "c.mp4"], tmp_path / "o.png")
+
+
+def test_python_api(tmp_path, small_model):
+    model_path, model = small_model
+    rng = np.random.default_rng(2)
+    image8 = (rng.uniform(size=(37, 45, 3)) * 255).astype(np.uint8)
+    expected = reference(model, image8.astype(np.float32) / 255)
+
+    out8 = tfdeblur.deblur(image8, model=str(model_path))
+    assert out8.dtype == np.uint8 and out8.shape == image8.shape
+    np.testing.assert_array_equal(out8, np.rint(expected * 255).astype(np.uint8))
+
+    out_f = tfdeblur.deblur(image8.astype(np.float32) / 255, model=model_path, tile=32, overlap=16)
+    assert out_f.dtype == np.float32
+    np.testing.assert_allclose(out_f, expected, atol=1e-5)
+
+    out_auto = tfdeblur.deblur(image8, model=model_path, tile="auto")  # fits: one pass
+    np.testing.assert_array_equal(out_auto, out8)
+
+    gray = rng.uniform(size=(30, 31)).astype(np.float32)
+    out_g = tfdeblur.deblur(gray, model=model)
+    assert out_g.shape == (30, 31)
+    np.testing.assert_allclose(
+        out_g, reference(model, np.repeat(gray[..., None], 3, -1)).mean(-1), atol=1e-6
+    )
+
+    write_image(tmp_path / "p.png", image8)
+    np.testing.assert_allclose(
+        tfdeblur.deblur(tmp_path / "p.png", model=model_path), expected, atol=1e-6
+    )
+    with pytest.raises(ValueError, match="shape"):
+        tfdeblur.deblur(np.zeros((4, 4, 2), np.float32), model=model)
+    with pytest.raises(ValueError, match="tile"):
+        tfdeblur.deblur(gray, model=model, tile="big")
+    with pytest.raises(ValueError, match="overlap"):  # checked even when one tile suffices
+        tfdeblur.deblur(gray, model=model, tile=64, overlap=40)
+
+
+def test_tflite_and_onnx_models(tmp_path, small_model):
+    export = pytest.importorskip("export")
+    pytest.importorskip("ai_edge_litert")
+    pytest.importorskip("onnxruntime")
+    _, model = small_model
+    image = np.random.default_rng(3).uniform(size=(27, 35, 3)).astype(np.float32)
+    expected = np.asarray(model(image[None]))[0]
+    export.tflite(model, tmp_path / "m.tflite", verify=False, verbose=False)
+    export.onnx(model, tmp_path / "m.onnx", verify=False, verbose=False)
+    calib = [
+        np.random.default_rng(i).uniform(size=(32, 32, 3)).astype(np.float32) for i in range(4)
+    ]
+    export.tflite(
+        model, tmp_path / "m_int8.tflite", quantization="int8", representative_data=calib,
+        verify=False, verbose=False,
+    )  # fmt: skip
+    for name, atol in (("m.tflite", 1e-5), ("m.onnx", 1e-5), ("m_int8.tflite", 0.05)):
+        runner = load_runner(tmp_path / name)
+        assert runner.kind == name.rsplit(".", 1)[1]
+        np.testing.assert_allclose(runner(image), expected, atol=atol, err_msg=name)
+        # a second shape: the input is resized
+        np.testing.assert_allclose(
+            runner(image[:20, :21]), np.asarray(model(image[None, :20, :21]))[0], atol=atol
+        )
+    assert (
+        load_runner(tmp_path / "m_int8.tflite").interpreter.get_input_details()[0]["dtype"]
+        == np.uint8
+    )
+
+    write_image(tmp_path / "in.png", image)
+    rc = main(["deblur", str(tmp_path / "in.png"), "-o", str(tmp_path / "o.png"),
+               "--model", str(tmp_path / "m.onnx"), "--tile", "16", "--overlap", "8", "-q"])  # fmt: skip
+    assert rc == 0
+    expected = np.rint(reference(model, read_image(tmp_path / "in.png")) * 255)
+    assert np.abs(read_image(tmp_path / "o.png") * 255 - expected).max() <= 1
+
+
+def test_sarn_video_streams_its_recurrence(tmp_path):
+    """Streaming (frame by frame with look-ahead) equals the clip model; the CLI path too."""
+    keras.utils.set_random_seed(0)
+    model = tfdeblur.build_model("sarn_video", preset="tiny")
+    rng = np.random.default_rng(4)
+    frames8 = [(rng.uniform(size=(20, 22, 3)) * 255).astype(np.uint8) for _ in range(5)]
+    clip = np.stack(frames8)[None].astype(np.float32) / 255
+    expected = np.asarray(model(clip))[0]
+    streamed = np.stack(list(stream_video_model(model, list(clip[0]))))
+    np.testing.assert_allclose(streamed, expected, atol=1e-5)
+
+    write_video(tmp_path / "in.mkv", frames8, fps=24)
+    info = deblur_video_file(
+        KerasRunner(model), tmp_path / "in.mkv", tmp_path / "out.mkv", codec="lossless"
+    )
+    assert info["frames"] == 5 and info["fps"] == pytest.approx(24)
+    _, got = read_video(tmp_path / "out.mkv")
+    target = np.rint(np.clip(expected, 0, 1) * 255)
+    assert (
+        max(np.abs(g.astype(np.float64) - t).max() for g, t in zip(got, target, strict=True)) <= 1
+    )
+
+
+def test_default_mp4_odd_size_and_corrupt_video(tmp_path, small_model, capsys):
+    model_path, _ = small_model
+    rng = np.random.default_rng(5)
+    frames = [(rng.uniform(size=(27, 35, 3)) * 255).astype(np.uint8) for _ in range(3)]
+    write_video(tmp_path / "in" / "a.mp4", frames, fps=30, lossless=False)
+    (tmp_path / "in" / "b.mp4").write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 100)
+    rc = main(
+        [
+            "deblur",
+            str(tmp_path / "in"),
+            "-o",
+            str(tmp_path / "out"),
+            "--model",
+            str(model_path),
+            "-q",
+        ]
+    )
+    assert rc == 1
+    assert "b.mp4" in capsys.readouterr().err
+    meta, got = read_video(tmp_path / "out" / "a.mp4")
+    assert meta["fps"] == pytest.approx(30) and len(got) == 3 and got[0].shape == (27, 35, 3)
+    assert sorted(p.name for p in (tmp_path / "out").iterdir()) == ["a.mp4"]
+
+
+def test_console_script_end_to_end(tmp_path, small_model):
+    """The installed entry point, in a fresh process: one photo in, one photo out."""
+    model_path, model = small_model
+    write_image(tmp_path / "photo.jpg", np.random.default_rng(6).uniform(size=(31, 33, 3)))
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "CUDA_VISIBLE_DEVICES": "-1"}
+    result = subprocess.run(
+        [sys.executable, "-m", "tfdeblur", "deblur", str(tmp_path / "photo.jpg"),
+         "-o", str(tmp_path / "photo_sharp.jpg"), "--model", str(model_path)],
+        cwd=REPO, capture_output=True, text=True, timeout=300, env=env,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "1 of 1 file(s) deblurred" in result.stdout
+    assert read_image_info(tmp_path / "photo_sharp.jpg")[:2] == (31, 33)
+
+
+def test_comparison_crop_is_where_the_output_changed():
+    from tfdeblur.compare import GAP, comparison_image, pick_crop
+
+    before = np.full((60, 80, 3), 0.2, np.float32)
+    after = before.copy()
+    after[30:40, 50:62] = 0.9  # the only change: a 10 x 12 block
+    # Every 15 x 15 window holding the whole block scores the same; the first one in
+    # row-major order starts at (40 - 15, 62 - 15).
+    assert pick_crop(before, after, 15) == (25, 47)
+    image = comparison_image(before, after, labels=None)
+    size = 16  # clip(min(60, 80) // 4, 16, 256)
+    top, left = pick_crop(before, after, size)
+    zoom = 80 // size
+    below = image[60 + GAP :, 80 + GAP :][: size * zoom, : size * zoom]
+    expected = np.repeat(np.repeat(after[top : top + size, left : left + size], zoom, 0), zoom, 1)
+    np.testing.assert_array_equal(below, expected)
+    # the crop is outlined on the top panels
+    assert np.allclose(image[top - 1, left + 3], (1.0, 0.15, 0.1))

@@ -1,0 +1,543 @@
+"""Benchmark of the exported formats: size, GFLOPs, latency and agreement per model.
+
+For each model and format: parameters, file size, GFLOPs per frame, median latency at
+each requested size (256x256 and 1280x720 by default) on the current machine, and the
+artifact's PSNR against the Keras output and against the sharp images. Also the train
+step of LCBlock's two local-correlation formulations (``"patches"`` vs ``"slices"``),
+which is how LCNet's default formulation is chosen.
+
+Methods:
+
+* Latency: median over ``runs`` calls after ``warmup`` calls, each call synchronised
+  (the output is copied to host memory before the clock stops), batch 1. ``keras`` is
+  the model's call traced once as a ``tf.function`` (graph mode, no XLA, the model's own
+  formulation), ``saved_model`` its serving signature after ``tf.saved_model.load``,
+  ``tflite*`` ``interpreter.invoke()`` of the LiteRT interpreter (``ai_edge_litert``,
+  XNNPACK delegate, inputs set before the clock starts), ``onnx``
+  ``InferenceSession.run`` (CPU provider). Threads: every core unless ``threads``.
+  Video networks run a clip of 3 frames; their latency and GFLOPs are per frame.
+* GFLOPs: counted per operator of the float32 TFLite graph converted with the static
+  input shape (every tensor shape known, the export formulation of every layer):
+  convolutions, transposed convolutions, fully-connected layers and matrix products
+  count 2 FLOPs per multiply-add; element-wise arithmetic and activations 1 per output
+  element, softmax 3, reductions 1 per input element, pooling 1 per window element,
+  bilinear resizing 4 per output element; data movement (reshape, pad, slice, concat,
+  depth-to-space, gather, transpose) 0. ``gflops_conv`` is the multiply-add part
+  alone.
+* PSNR: :func:`export.verify` on the verification images (default: the demo dataset's
+  test split), outputs against the Keras model's and, clipped to [0, 1], against the
+  sharp images.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import pathlib
+import platform
+import statistics
+import tempfile
+import time
+from collections.abc import Sequence
+
+import numpy as np
+
+FORMATS = (
+    "keras",
+    "saved_model",
+    "tflite",
+    "tflite_float16",
+    "tflite_dynamic",
+    "tflite_int8",
+    "onnx",
+)
+DEFAULT_SIZES = ((256, 256), (720, 1280))
+FLOPS_SIZE = (720, 1280)
+
+_MAC_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "FULLY_CONNECTED", "BATCH_MATMUL"}
+_ELEMENTWISE = {
+    "ADD", "SUB", "MUL", "DIV", "MAXIMUM", "MINIMUM", "SQUARED_DIFFERENCE", "POW",
+    "LEAKY_RELU", "RELU", "RELU6", "RELU_N1_TO_1", "PRELU", "LOGISTIC", "TANH", "ELU",
+    "HARD_SWISH", "GELU", "EXP", "LOG", "SQRT", "RSQRT", "SQUARE", "ABS", "NEG", "FLOOR",
+    "CEIL", "ROUND", "SIN", "COS", "SELECT", "SELECT_V2", "GREATER", "GREATER_EQUAL",
+    "LESS", "LESS_EQUAL", "EQUAL", "NOT_EQUAL", "FLOOR_DIV", "FLOOR_MOD", "ADD_N",
+}  # fmt: skip
+_REDUCTIONS = {"SUM", "MEAN", "REDUCE_MAX", "REDUCE_MIN", "REDUCE_PROD"}
+_POOLS = {"AVERAGE_POOL_2D", "MAX_POOL_2D", "L2_POOL_2D"}
+
+
+def _label(fmt: str) -> tuple[str, str]:
+    """``"tflite_int8"`` -> ``("tflite", "int8")``."""
+    if fmt.startswith("tflite"):
+        return "tflite", fmt.partition("_")[2] or "none"
+    return fmt, "none"
+
+
+# --------------------------------------------------------------------------- FLOPs
+
+
+def count_tflite_flops(model_content) -> dict:
+    """FLOPs of a static-shape TFLite model, counted per operator (see module docstring).
+
+    Returns:
+        ``{"flops": total, "mac_flops": 2 * multiply-adds, "unknown_shapes": ops whose
+        shapes were not static, "loops": WHILE ops (bodies counted once)}``.
+    """
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(model_content), 0)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if k.isupper()}
+    total = mac = 0
+    unknown = loops = 0
+    for subgraph in model.subgraphs:
+
+        def shape(index, tensors=subgraph.tensors):
+            dims = tensors[index].shape
+            return [int(d) for d in (dims if dims is not None else [])]
+
+        for op in subgraph.operators or []:
+            code = model.operatorCodes[op.opcodeIndex]
+            name = names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "?")
+            if name == "WHILE":
+                loops += 1
+                continue
+            inputs = [i for i in (op.inputs if op.inputs is not None else []) if i >= 0]
+            outputs = list(op.outputs if op.outputs is not None else [])
+            if not outputs:
+                continue
+            out = shape(outputs[0])
+            sig = subgraph.tensors[outputs[0]].shapeSignature
+            if any(d < 0 for d in out) or (sig is not None and any(int(d) < 0 for d in sig)):
+                unknown += 1
+                continue
+            n_out = int(np.prod(out)) if out else 1
+            flops = 0
+            if name in _MAC_OPS:
+                if name == "CONV_2D":
+                    macs = n_out * int(np.prod(shape(inputs[1])[1:]))
+                elif name == "DEPTHWISE_CONV_2D":
+                    kernel = shape(inputs[1])
+                    macs = n_out * kernel[1] * kernel[2]
+                elif name == "TRANSPOSE_CONV":
+                    # inputs: output_shape, weights (Cout, kh, kw, Cin), input
+                    kernel = shape(inputs[1])
+                    macs = int(np.prod(shape(inputs[2]))) * kernel[0] * kernel[1] * kernel[2]
+                elif name == "FULLY_CONNECTED":
+                    macs = n_out * shape(inputs[1])[-1]
+                else:  # BATCH_MATMUL
+                    lhs = shape(inputs[0])
+                    adj_x = bool(getattr(op.builtinOptions, "adjX", False))
+                    macs = n_out * (lhs[-2] if adj_x else lhs[-1])
+                flops = 2 * macs
+                mac += flops
+            elif name in _ELEMENTWISE:
+                flops = n_out
+            elif name == "SOFTMAX":
+                flops = 3 * n_out
+            elif name in _REDUCTIONS:
+                flops = int(np.prod(shape(inputs[0])))
+            elif name in _POOLS:
+                options = op.builtinOptions
+                flops = n_out * int(options.filterHeight) * int(options.filterWidth)
+            elif name in ("RESIZE_BILINEAR",):
+                flops = 4 * n_out
+            total += flops
+    return {"flops": total, "mac_flops": mac, "unknown_shapes": unknown, "loops": loops}
+
+
+def _static_spec(model, size, clip_length: int):
+    import tensorflow as tf
+
+    from export.signature import input_signature
+
+    spec = input_signature(model, batch_size=1, input_size=size)
+    shape = list(spec.shape)
+    if len(shape) == 5 and shape[1] is None:
+        shape[1] = clip_length
+    return tf.TensorSpec(shape, tf.float32, name=spec.name)
+
+
+def count_gflops(model, size: tuple[int, int] = FLOPS_SIZE) -> dict:
+    """GFLOPs of ``model`` per frame at ``size`` (H, W), counted on its TFLite graph.
+
+    Returns:
+        ``{"gflops": ..., "gflops_conv": ..., "size": [H, W], "frames": frames per call}``.
+    """
+    import tensorflow as tf
+
+    from export.prepare import prepare_for_export
+    from export.tflite import _quiet_converter, frozen_function
+    from export.verify import CLIP_LENGTH
+
+    prepared, _ = prepare_for_export(model)
+    spec = _static_spec(prepared, size, CLIP_LENGTH)
+    frames = spec.shape[1] if len(spec.shape) == 5 else 1
+    with _quiet_converter():
+        converter = tf.lite.TFLiteConverter.from_concrete_functions(
+            [frozen_function(prepared, spec)]
+        )
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        content = converter.convert()
+    counts = count_tflite_flops(content)
+    return {
+        "gflops": counts["flops"] / frames / 1e9,
+        "gflops_conv": counts["mac_flops"] / frames / 1e9,
+        "size": list(size),
+        "frames": int(frames),
+        "ops_with_unknown_shapes": counts["unknown_shapes"],
+        "loops": counts["loops"],
+    }
+
+
+# --------------------------------------------------------------------------- latency
+
+
+def median_seconds(fn, warmup: int, runs: int) -> float:
+    """Median wall time of ``fn()`` over ``runs`` calls after ``warmup`` calls."""
+    for _ in range(warmup):
+        fn()
+    times = []
+    for _ in range(runs):
+        start = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def _input(model, size, clip_length: int, seed: int = 0) -> np.ndarray:
+    from export.signature import model_input
+
+    shape = list(model_input(model).shape)
+    shape[0] = 1
+    shape[-3], shape[-2] = size
+    if len(shape) == 5:
+        shape[1] = clip_length
+    return np.random.default_rng(seed).random(shape, dtype=np.float32)
+
+
+def _timer(fmt: str, model, path, x: np.ndarray, threads):
+    """A zero-argument callable running one synchronised inference of ``x``."""
+    import tensorflow as tf
+
+    from export.signature import input_signature, serving_function
+    from export.verify import quantize_input, tflite_interpreter
+
+    backend, _ = _label(fmt)
+    if backend == "keras":
+        serve = serving_function(model, input_signature(model))
+        tensor = tf.constant(x)
+        return lambda: serve(tensor)["deblurred"].numpy()
+    if backend == "saved_model":
+        loaded = tf.saved_model.load(str(path))
+        signature = loaded.signatures["serving_default"]
+        name = next(iter(signature.structured_input_signature[1]))
+        tensor = tf.constant(x)
+
+        def run_saved_model():
+            next(iter(signature(**{name: tensor}).values())).numpy()
+
+        run_saved_model.loaded = loaded
+        return run_saved_model
+    if backend == "tflite":
+        interpreter = tflite_interpreter(path, threads)
+        detail = interpreter.get_input_details()[0]
+        interpreter.resize_tensor_input(detail["index"], x.shape, strict=False)
+        interpreter.allocate_tensors()
+        detail = interpreter.get_input_details()[0]
+        interpreter.set_tensor(detail["index"], quantize_input(x, detail))
+        output = interpreter.get_output_details()[0]["index"]
+
+        def run_tflite():
+            interpreter.invoke()
+            interpreter.get_tensor(output)
+
+        return run_tflite
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = int(threads)
+    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return lambda: session.run(None, {name: x})
+
+
+# --------------------------------------------------------------------------- LCBlock
+
+
+def lc_formulation_train_steps(
+    preset: str = "paper",
+    batch_size: int = 4,
+    patch_size: int = 128,
+    warmup: int = 2,
+    steps: int = 5,
+) -> dict:
+    """Median time of one LCNet training step (L1 loss, Adam) with each formulation.
+
+    Both models have the same weights and see the same batch; the step is a
+    ``tf.function`` (no XLA) computing the loss, its gradients and the Adam update.
+    """
+    import keras
+    import tensorflow as tf
+
+    import tfdeblur
+
+    rng = np.random.default_rng(0)
+    blurry = tf.constant(rng.random((batch_size, patch_size, patch_size, 3), dtype=np.float32))
+    sharp = tf.constant(rng.random((batch_size, patch_size, patch_size, 3), dtype=np.float32))
+    weights = None
+    seconds = {}
+    for method in ("patches", "slices"):
+        model = tfdeblur.build_model("lcnet", preset, lc_method=method)
+        if weights is None:
+            weights = model.get_weights()
+        else:
+            model.set_weights(weights)
+        optimizer = keras.optimizers.Adam(1e-4)
+        optimizer.build(model.trainable_variables)
+
+        @tf.function
+        def step(x, y, model=model, optimizer=optimizer):
+            with tf.GradientTape() as tape:
+                loss = tf.reduce_mean(tf.abs(model(x, training=True) - y))
+            grads = tape.gradient(loss, model.trainable_variables)
+            optimizer.apply(grads, model.trainable_variables)
+            return loss
+
+        seconds[method] = median_seconds(lambda: step(blurry, sharp).numpy(), warmup, steps)
+    default = tfdeblur.get_model_config("lcnet", preset)["lc_method"]
+    return {
+        "model": "lcnet",
+        "preset": preset,
+        "batch_size": batch_size,
+        "patch_size": patch_size,
+        "steps": steps,
+        "train_step_ms": {m: 1000 * s for m, s in seconds.items()},
+        "faster": min(seconds, key=seconds.get),
+        "preset_default": default,
+    }
+
+
+# --------------------------------------------------------------------------- driver
+
+
+@dataclasses.dataclass
+class BenchConfig:
+    """Settings of :func:`run_bench` (all JSON-able)."""
+
+    models: Sequence[str] = ("lcnet",)
+    preset: str | None = "paper"
+    formats: Sequence[str] = FORMATS
+    sizes: Sequence[tuple[int, int]] = DEFAULT_SIZES
+    flops_size: tuple[int, int] = FLOPS_SIZE
+    warmup: int = 3
+    runs: int = 10
+    threads: int | None = None
+    calibration_data: str = "demo"
+    calibration_samples: int = 16
+    verify_images: Sequence[str] | None = None
+    verify_crop: tuple[int, int] | None = None
+    lc_train_step: bool = True
+    lc_batch_size: int = 4
+    lc_patch_size: int = 128
+    lc_steps: int = 5
+
+
+def machine_info() -> dict:
+    import tensorflow as tf
+
+    info = {
+        "platform": platform.platform(),
+        "processor": platform.processor() or platform.machine(),
+        "cpu_count": os.cpu_count(),
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
+    }
+    for module in ("onnxruntime", "ai_edge_litert", "tf2onnx"):
+        try:
+            info[module] = __import__(module).__version__
+        except Exception:  # noqa: BLE001 - optional packages
+            info[module] = None
+    return info
+
+
+def _export(fmt, model, directory: pathlib.Path, stem: str, config: BenchConfig):
+    import export
+
+    backend, quantization = _label(fmt)
+    quiet = dict(verify=False, verbose=False)
+    if backend == "keras":
+        return export.keras_file(model, directory / f"{stem}.keras", **quiet)
+    if backend == "saved_model":
+        return export.saved_model(model, directory / f"{stem}_savedmodel", **quiet)
+    if backend == "onnx":
+        return export.onnx(model, directory / f"{stem}.onnx", **quiet)
+    suffix = "" if quantization == "none" else f"_{quantization}"
+    return export.tflite(
+        model,
+        directory / f"{stem}{suffix}.tflite",
+        quantization,
+        config.calibration_data if quantization == "int8" else None,
+        num_calibration_samples=config.calibration_samples,
+        **quiet,
+    )
+
+
+def bench_model(spec: str, config: BenchConfig, directory: pathlib.Path) -> dict:
+    """Benchmark one model (registry name or ``.keras`` file) in every format."""
+    import export
+    from export.verify import CLIP_LENGTH, load_image_pairs
+    from tfdeblur.inference import load_model
+
+    model = load_model(spec, config.preset)
+    stem = pathlib.Path(spec).stem if spec.endswith(".keras") else spec
+    video = len(model.inputs[0].shape) == 5
+    frames = CLIP_LENGTH if video else 1
+    entry = {
+        "model": spec,
+        "preset": None if spec.endswith(".keras") else config.preset,
+        "parameters": int(model.count_params()),
+        "per_frame_of_clip": frames if video else None,
+        **{"flops": count_gflops(model, tuple(config.flops_size))},
+        "artifacts": [],
+    }
+    images = load_image_pairs(config.verify_images)  # read once, used for every format
+    for fmt in config.formats:
+        backend, quantization = _label(fmt)
+        result = _export(fmt, model, directory, stem, config)
+        report = export.verify(
+            model,
+            result.path,
+            images,
+            format=backend,
+            quantization=quantization,
+            crop=config.verify_crop,
+            raise_on_failure=False,
+        )
+        latency = {}
+        for size in config.sizes:
+            x = _input(model, size, CLIP_LENGTH)
+            seconds = median_seconds(
+                _timer(fmt, model, result.path, x, config.threads), config.warmup, config.runs
+            )
+            latency[f"{size[0]}x{size[1]}"] = 1000 * seconds / frames
+        entry["artifacts"].append(
+            {
+                "format": backend,
+                "quantization": quantization,
+                "label": fmt,
+                "path": str(result.path),
+                "size_bytes": result.size_bytes,
+                "latency_ms": latency,
+                "psnr_vs_keras": report.min_psnr_vs_keras,
+                "psnr_vs_sharp": report.psnr_vs_sharp,
+                "keras_psnr_vs_sharp": report.keras_psnr_vs_sharp,
+                "tolerance_db": report.tolerance_db,
+                "agrees": report.passed,
+            }
+        )
+    entry["targets"] = _targets(entry["artifacts"])
+    return entry
+
+
+def _targets(artifacts: list[dict]) -> dict:
+    """The issue's targets, checked where the needed formats were benchmarked."""
+    by_label = {a["label"]: a for a in artifacts}
+    targets = {}
+    for label in ("tflite", "tflite_float16", "onnx"):
+        if label in by_label:
+            targets[f"{label}_within_45db"] = bool(by_label[label]["psnr_vs_keras"] >= 45.0)
+    if "tflite_int8" in by_label and "tflite" in by_label:
+        int8, float32 = by_label["tflite_int8"], by_label["tflite"]
+        targets["int8_size_ratio"] = float32["size_bytes"] / int8["size_bytes"]
+        if int8["psnr_vs_sharp"] is not None and float32["psnr_vs_sharp"] is not None:
+            gap = float32["psnr_vs_sharp"] - int8["psnr_vs_sharp"]
+            targets["int8_sharp_gap_db"] = gap
+            targets["int8_within_0.5db_of_float"] = bool(gap <= 0.5)
+    if "tflite" in by_label and "keras" in by_label:
+        targets["tflite_not_slower_than_keras"] = {
+            size: bool(by_label["tflite"]["latency_ms"][size] <= ms)
+            for size, ms in by_label["keras"]["latency_ms"].items()
+        }
+    return targets
+
+
+def run_bench(config: BenchConfig, artifacts_dir=None) -> dict:
+    """Run the benchmark; artifacts go to ``artifacts_dir`` (a temporary folder if None)."""
+    for fmt in config.formats:
+        if fmt not in FORMATS:
+            raise ValueError(f"unknown format {fmt!r}; formats: {', '.join(FORMATS)}.")
+    with tempfile.TemporaryDirectory(prefix="tfdeblur_bench_") as tmp:
+        directory = pathlib.Path(artifacts_dir) if artifacts_dir else pathlib.Path(tmp)
+        directory.mkdir(parents=True, exist_ok=True)
+        results = {
+            "machine": machine_info(),
+            "settings": {
+                **dataclasses.asdict(config),
+                "latency": "median ms per frame, batch 1, after warm-up, synchronised",
+                "gflops": "per frame, counted per operator of the static float32 TFLite graph",
+            },
+            "models": [bench_model(spec, config, directory) for spec in config.models],
+        }
+        if config.lc_train_step:
+            results["lc_formulations"] = lc_formulation_train_steps(
+                config.preset or "paper",
+                config.lc_batch_size,
+                config.lc_patch_size,
+                warmup=min(2, config.warmup) or 1,
+                steps=config.lc_steps,
+            )
+    return _json_safe(results)
+
+
+def _json_safe(value):
+    """Plain JSON types; infinite / NaN floats (identical outputs, garbage) as strings."""
+    if isinstance(value, dict):
+        return {str(k): _json_safe(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_json_safe(v) for v in value]
+    if isinstance(value, (float, np.floating)):
+        value = float(value)
+        return value if np.isfinite(value) else str(value)
+    if isinstance(value, (np.integer, np.bool_)):
+        return value.item()
+    return value
+
+
+def format_table(results: dict) -> str:
+    """A Markdown table of :func:`run_bench` results."""
+    sizes = [f"{h}x{w}" for h, w in results["settings"]["sizes"]]
+    header = (
+        "| model | format | params | size (MB) | GFLOPs/frame | "
+        + " | ".join(f"{s} (ms)" for s in sizes)
+        + " | PSNR vs Keras (dB) | PSNR vs sharp (dB) |"
+    )
+    lines = [header, "|" + "---|" * (7 + len(sizes))]
+    for entry in results["models"]:
+        name = entry["model"] + (f" ({entry['preset']})" if entry.get("preset") else "")
+        for a in entry["artifacts"]:
+            vs_keras = a["psnr_vs_keras"]
+            vs_keras = vs_keras if isinstance(vs_keras, str) else f"{vs_keras:.1f}"
+            sharp = "-" if a["psnr_vs_sharp"] is None else f"{float(a['psnr_vs_sharp']):.2f}"
+            cells = [
+                name,
+                a["label"],
+                f"{entry['parameters']:,}",
+                f"{a['size_bytes'] / 1e6:.2f}",
+                f"{entry['flops']['gflops']:.3g}",
+                *(f"{a['latency_ms'][s]:.1f}" for s in sizes),
+                vs_keras,
+                sharp,
+            ]
+            lines.append("| " + " | ".join(cells) + " |")
+    lc = results.get("lc_formulations")
+    if lc:
+        steps = ", ".join(f"{m} {ms:.0f} ms" for m, ms in lc["train_step_ms"].items())
+        lines.append("")
+        lines.append(
+            f"LCBlock formulations, LCNet ({lc['preset']}) train step, batch {lc['batch_size']} "
+            f"x {lc['patch_size']}x{lc['patch_size']}: {steps} (faster: {lc['faster']}; "
+            f"preset default: {lc['preset_default']})."
+        )
+    return "\n".join(lines)

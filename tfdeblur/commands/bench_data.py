@@ -1,0 +1,42 @@
+"""``tfdeblur bench-data``: is training input-bound? tf.data rate vs. training-step rate."""
+
+from __future__ import annotations
+
+import argparse
+
+
+def register(subparsers) -> None:
+    p = subparsers.add_parser(
+        "bench-data",
+        help="measure the tf.data training pipeline against the training step time",
+        description="Times the network's training pipeline (decode, crop, augment, batch) "
+        "alone and training steps on a loaded batch; headroom > 1 means the input keeps up.",
+    )
+    p.add_argument("--model", default="lcnet")
+    p.add_argument("--model-preset", default=None)
+    p.add_argument("--train-preset", default="paper")
+    p.add_argument("--data", default="demo")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--patch-size", type=int, default=None)
+    p.add_argument("--strategy", default="auto")
+    p.add_argument("--steps", type=int, default=20)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from tfdeblur.training import TrainConfig, measure_input_pipeline
+
+    config = TrainConfig(
+        model=args.model, model_preset=args.model_preset, train_preset=args.train_preset,
+        data=args.data, batch_size=args.batch_size, patch_size=args.patch_size,
+        strategy=args.strategy,
+    )
+    r = measure_input_pipeline(config, args.steps)
+    print(
+        f"input pipeline: {r['pipeline_images_per_s']:.1f} images/s "
+        f"({r['pipeline_batches_per_s']:.2f} batches/s)\n"
+        f"training step:  {r['train_step_s'] * 1000:.0f} ms ({r['train_images_per_s']:.1f} images/s)\n"
+        f"headroom: {r['headroom']:.1f}x "
+        + ("(input keeps up)" if r["headroom"] > 1 else "(INPUT-BOUND: add CPU workers or cache decoded images)")
+    )
+    return 0
