@@ -25,23 +25,39 @@ def _loss_terms(text: str) -> dict[str, float]:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     p.add_argument("--model", default="lcnet", help="registered network (default: lcnet)")
-    p.add_argument("--model-preset", default=None, help="model preset (default: the paper configuration)")
+    p.add_argument(
+        "--model-preset", default=None, help="model preset (default: the paper configuration)"
+    )
     p.add_argument("--train-preset", default="paper", help="training preset (default: paper)")
-    p.add_argument("--data", default="demo", help="GOPRO_Large or paired-folder root, or 'demo' (default)")
-    p.add_argument("--output-dir", default=None, help="where checkpoints and final.keras go (default: runs/MODEL)")
-    p.add_argument("--strategy", default="auto", choices=["auto", "one_device", "mirrored", "multi_worker"])
+    p.add_argument(
+        "--data", default="demo", help="GOPRO_Large or paired-folder root, or 'demo' (default)"
+    )
+    p.add_argument(
+        "--output-dir",
+        default=None,
+        help="where checkpoints and final.keras go (default: runs/MODEL)",
+    )
+    p.add_argument(
+        "--strategy", default="auto", choices=["auto", "one_device", "mirrored", "multi_worker"]
+    )
     p.add_argument("--batch-size", type=int, default=None, help="global batch size")
     p.add_argument("--patch-size", type=int, default=None)
     p.add_argument("--learning-rate", "--lr", type=float, default=None)
     length = p.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=int, default=None)
     length.add_argument("--iterations", type=int, default=None)
-    p.add_argument("--steps-per-epoch", type=int, default=None, help="default: training pairs / batch")
+    p.add_argument(
+        "--steps-per-epoch", type=int, default=None, help="default: training pairs / batch"
+    )
     p.add_argument("--blur-key", choices=["blur", "blur_gamma"], default=None)
     p.add_argument("--loss", type=_loss_terms, default=None, help="e.g. l1=1,perceptual=0.1")
-    p.add_argument("--vgg-weights", default="imagenet", help="'imagenet' (Keras cache/download) or a local .h5")
+    p.add_argument(
+        "--vgg-weights", default="imagenet", help="'imagenet' (Keras cache/download) or a local .h5"
+    )
     p.add_argument("--validate-every", type=int, default=1, help="epochs between validations")
     p.add_argument("--max-val-images", type=int, default=None)
     p.add_argument("--keep-checkpoints", type=int, default=3)
@@ -49,7 +65,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--mixed-precision", action="store_true")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2])
-    p.add_argument("--show-preset", action="store_true", help="print the resolved settings and exit")
+    p.add_argument(
+        "--show-preset", action="store_true", help="print the resolved settings and exit"
+    )
     return p
 
 

@@ -5,9 +5,12 @@ runtime a user deploys it with (``tf.saved_model.load``, ``keras.models.load_mod
 with ``safe_mode=True``, the LiteRT interpreter of ``ai_edge_litert``, onnxruntime) on
 real blurry images, and the report gives, per image,
 
-* PSNR of the artifact's output against the Keras model's output (unclamped outputs,
-  peak 1.0): the agreement, which must reach the format's tolerance
-  (:data:`TOLERANCES_DB`), else :class:`ExportVerificationError`;
+* PSNR of the artifact's output against the Keras model's output (unclamped outputs;
+  peak: the Keras output's dynamic range ``max - min``, at least 1): the agreement,
+  which must reach the format's tolerance (:data:`TOLERANCES_DB`), else
+  :class:`ExportVerificationError`. For a trained network the range is about 1 and this
+  is the usual PSNR; an untrained one (tests, random weights) may output a range of 5,
+  and every rounding error (float16, int8) scales with it, so the peak does too;
 * PSNR against the sharp image, where there is one, for the artifact, the Keras model
   and the blurry input (outputs clipped to [0, 1], as written to an image file).
 
@@ -19,13 +22,14 @@ Tolerances (dB of PSNR against the Keras output):
   networks on large images while catching any wrong op, layout or weight.
 * TFLite ``float16``: 45 dB (weights rounded to float16, relative error 2^-11, computed
   in float32 on CPU).
-* TFLite ``dynamic`` (int8 weights, float activations): 30 dB. Per-channel int8 weights
-  carry a relative error up to 2^-8 of each channel's range; through a few dozen layers
-  that is typically 35-50 dB.
-* TFLite ``int8`` (int8 weights and activations): 20 dB. Every activation is rounded to
-  256 levels of its calibrated range; an output range of about 1.5 alone costs
-  ``20 log10(255 / 1.5) + 10.8 = 55 dB`` and each layer adds its own rounding. The
-  bound catches broken calibration or a wrong float<->int mapping (which give < 15
+* TFLite ``dynamic`` (int8 weights, float activations quantized on the fly inside the
+  hybrid kernels): 30 dB. Per-channel int8 weights carry a relative error up to 2^-8
+  of each channel's range; untrained tiny networks measure 46-67 dB.
+* TFLite ``int8`` (int8 weights and activations): 25 dB. Every activation is rounded to
+  256 levels of its calibrated range: the output's rounding alone gives
+  ``20 log10(255) + 10.8 = 59 dB`` of its range, and each layer adds its own rounding,
+  compounding through the network: untrained tiny networks measure 31-48 dB on GOPRO
+  crops. The bound catches broken calibration or a wrong float<->int mapping (below 15
   dB); the quality target for trained models (PSNR against the sharp image within 0.5
   dB of the float model's) is checked by ``tfdeblur bench``, not here.
 """
@@ -51,7 +55,7 @@ TOLERANCES_DB = {
     ("tflite", "none"): 45.0,
     ("tflite", "float16"): 45.0,
     ("tflite", "dynamic"): 30.0,
-    ("tflite", "int8"): 20.0,
+    ("tflite", "int8"): 25.0,
 }
 
 # Frames of a clip made from one still image for video networks (see make_samples).
@@ -493,7 +497,9 @@ def verify(
                 f"{format} artifact {str(artifact)!r} returned shape {output.shape} for input "
                 f"{sample.x.shape}; the Keras model returns {reference.shape}.{hint}"
             )
-        result = ImageResult(sample.name, tuple(sample.x.shape), psnr(output, reference))
+        # Peak: the Keras output's dynamic range, at least 1 (see the module docstring).
+        peak = max(1.0, float(np.ptp(reference))) if np.isfinite(reference).all() else 1.0
+        result = ImageResult(sample.name, tuple(sample.x.shape), psnr(output, reference, peak))
         if sample.sharp is not None:
             result.psnr_vs_sharp = psnr(np.clip(output, 0, 1), sample.sharp)
             result.keras_psnr_vs_sharp = psnr(np.clip(reference, 0, 1), sample.sharp)

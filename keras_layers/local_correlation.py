@@ -41,7 +41,10 @@ def _local_correlation_slices(pattern, content, window_size):
 
     offsets = [(dy, dx) for dy in range(window_size) for dx in range(window_size)]
     logits = tf.concat(
-        [tf.reduce_sum(pattern * window(pattern_pad, dy, dx), -1, keepdims=True) for dy, dx in offsets],
+        [
+            tf.reduce_sum(pattern * window(pattern_pad, dy, dx), -1, keepdims=True)
+            for dy, dx in offsets
+        ],
         axis=-1,
     )
     valid = tf.concat([window(inside, dy, dx) for dy, dx in offsets], axis=-1)

@@ -34,7 +34,7 @@ class PixelShuffle(keras.layers.Layer):
         if channels is not None and channels % (self.upscale_factor**2):
             raise ValueError(
                 f"PixelShuffle(upscale_factor={self.upscale_factor}) needs channels divisible "
-                f"by {self.upscale_factor ** 2}, got input shape {input_shape}."
+                f"by {self.upscale_factor**2}, got input shape {input_shape}."
             )
 
     def call(self, inputs):

@@ -9,8 +9,13 @@ from tfdeblur.metrics import psnr, ssim
 
 def sk_ssim(a, b):
     return structural_similarity(
-        a.astype(np.float64), b.astype(np.float64), channel_axis=-1, gaussian_weights=True,
-        sigma=1.5, use_sample_covariance=False, data_range=1,
+        a.astype(np.float64),
+        b.astype(np.float64),
+        channel_axis=-1,
+        gaussian_weights=True,
+        sigma=1.5,
+        use_sample_covariance=False,
+        data_range=1,
     )
 
 

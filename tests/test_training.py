@@ -16,8 +16,8 @@ from tfdeblur.training import (
     DeblurTrainer,
     TrainConfig,
     make_lr_schedule,
-    measure_input_pipeline,
     make_strategy,
+    measure_input_pipeline,
     resolve_train_settings,
     train,
 )
@@ -54,7 +54,7 @@ def _train_steps(strategy, weights, blur, sharp, steps=3):
         trainer.compile(optimizer=keras.optimizers.Adam(learning_rate=1e-2))
     batch = len(blur) // steps
     ds = tf.data.Dataset.from_tensor_slices((blur, sharp)).batch(batch).repeat()
-    history = trainer.fit(ds, epochs=steps, steps_per_epoch=1, verbose=0)
+    history = trainer.fit(ds, epochs=steps, steps_per_epoch=1, verbose=0, shuffle=False)
     return model.get_weights(), history.history["loss"]
 
 
@@ -71,7 +71,7 @@ def test_mirrored_on_two_cpus_follows_the_single_device_trajectory():
     w_two, loss_two = _train_steps(mirrored, weights, blur, sharp)
     np.testing.assert_allclose(loss_two, loss_one, rtol=1e-4)
     assert loss_one[2] < loss_one[0]  # the steps did something
-    for a, b in zip(w_one, w_two):
+    for a, b in zip(w_one, w_two, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
 
 
@@ -85,7 +85,12 @@ def test_step_schedule_boundaries():
     np.testing.assert_allclose(values, [1e-3, 1e-3, 1e-4, 1e-4, 1e-5, 1e-5], rtol=1e-6)
     multistep = {
         "learning_rate": 1.0,
-        "lr_schedule": {"type": "multistep", "milestones": [3, 7], "unit": "iterations", "factor": 0.5},
+        "lr_schedule": {
+            "type": "multistep",
+            "milestones": [3, 7],
+            "unit": "iterations",
+            "factor": 0.5,
+        },
     }
     schedule = make_lr_schedule(multistep, steps_per_epoch=100, total_steps=10)
     assert [float(schedule(s)) for s in (2, 3, 6, 7)] == [1.0, 0.5, 0.5, 0.25]
@@ -103,9 +108,17 @@ def test_train_end_to_end_then_resume(tmp_path):
     root = write_gopro_tree(tmp_path / "gopro")
     out = tmp_path / "run"
     config = TrainConfig(
-        model="lcnet", model_preset="tiny", train_preset="demo", data=str(root),
-        output_dir=str(out), strategy="one_device", batch_size=2, patch_size=32,
-        epochs=2, steps_per_epoch=2, verbose=0,
+        model="lcnet",
+        model_preset="tiny",
+        train_preset="demo",
+        data=str(root),
+        output_dir=str(out),
+        strategy="one_device",
+        batch_size=2,
+        patch_size=32,
+        epochs=2,
+        steps_per_epoch=2,
+        verbose=0,
     )
     summary = train(config)
     assert (out / "final.keras").is_file() and (out / "best.keras").is_file()
@@ -128,7 +141,13 @@ def test_train_end_to_end_then_resume(tmp_path):
 
 def test_bad_input_fails_fast_with_names(tmp_path):
     root = write_gopro_tree(tmp_path / "gopro", size=(24, 24))
-    base = dict(model="lcnet", model_preset="tiny", train_preset="demo", output_dir=str(tmp_path / "o"), verbose=0)
+    base = dict(
+        model="lcnet",
+        model_preset="tiny",
+        train_preset="demo",
+        output_dir=str(tmp_path / "o"),
+        verbose=0,
+    )
     with pytest.raises(KeyError, match="nosuch"):
         train(TrainConfig(**{**base, "model": "nosuch"}, data=str(root)))
     with pytest.raises(FileNotFoundError, match="missing_dir"):
@@ -143,23 +162,53 @@ def test_train_py_command_line(tmp_path):
     root = write_gopro_tree(tmp_path / "gopro")
     out = tmp_path / "cli_run"
     cmd = [
-        sys.executable, str(REPO / "train.py"), "--model", "lcnet", "--model-preset", "tiny",
-        "--train-preset", "demo", "--data", str(root), "--output-dir", str(out),
-        "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2", "--patch-size", "32",
-        "--verbose", "0",
+        sys.executable,
+        str(REPO / "train.py"),
+        "--model",
+        "lcnet",
+        "--model-preset",
+        "tiny",
+        "--train-preset",
+        "demo",
+        "--data",
+        str(root),
+        "--output-dir",
+        str(out),
+        "--epochs",
+        "1",
+        "--steps-per-epoch",
+        "1",
+        "--batch-size",
+        "2",
+        "--patch-size",
+        "32",
+        "--verbose",
+        "0",
     ]
     result = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Validation PSNR" in result.stdout and (out / "final.keras").is_file()
-    bad = subprocess.run(cmd[:3] + ["nosuchnet", "--data", str(root)], capture_output=True, text=True)
+    bad = subprocess.run(
+        cmd[:3] + ["nosuchnet", "--data", str(root)], capture_output=True, text=True
+    )
     assert bad.returncode == 2 and "nosuchnet" in bad.stderr and "lcnet" in bad.stderr
 
 
 def test_discriminator_follows_table1():
     from tfdeblur.models.discriminator import build_discriminator
 
-    table1 = [(32, 3, 5), (64, 32, 5), (64, 64, 5), (128, 64, 5), (128, 128, 5), (256, 128, 5),
-              (256, 256, 5), (512, 256, 5), (512, 512, 4), (1, 512, 1)]
+    table1 = [
+        (32, 3, 5),
+        (64, 32, 5),
+        (64, 64, 5),
+        (128, 64, 5),
+        (128, 128, 5),
+        (256, 128, 5),
+        (256, 256, 5),
+        (512, 256, 5),
+        (512, 512, 4),
+        (1, 512, 1),
+    ]
     d = build_discriminator()
     assert d.count_params() == sum(o * i * k * k for o, i, k in table1)
     assert d(np.zeros((2, 256, 256, 3), np.float32)).shape == (2, 1, 1, 1)
@@ -175,17 +224,23 @@ def test_adversarial_step_updates_generator_and_discriminator():
     discriminator = build_discriminator(width_scale=0.125)
     g0, d0 = generator.get_weights(), discriminator.get_weights()
     trainer = DeblurTrainer(
-        generator, DeblurLoss({"l1": 1.0, "adversarial": 1e-2}), discriminator,
+        generator,
+        DeblurLoss({"l1": 1.0, "adversarial": 1e-2}),
+        discriminator,
         keras.optimizers.Adam(1e-3),
     )
     trainer.compile(optimizer=keras.optimizers.Adam(1e-3))
-    logs = trainer.fit(tf.data.Dataset.from_tensors((blur, sharp)), epochs=1, verbose=0).history
+    logs = trainer.fit(
+        tf.data.Dataset.from_tensors((blur, sharp)), epochs=1, verbose=0, shuffle=False
+    ).history
     assert {"l1", "adversarial", "d_loss"} <= set(logs)
     # Initial D is near chance: generator BCE ~ log 2, D loss ~ 2 log 2.
     assert logs["adversarial"][0] / 1e-2 == pytest.approx(np.log(2), abs=0.2)
     assert logs["d_loss"][0] == pytest.approx(2 * np.log(2), abs=0.4)
-    assert any(np.abs(a - b).max() > 0 for a, b in zip(g0, generator.get_weights()))
-    assert any(np.abs(a - b).max() > 0 for a, b in zip(d0, discriminator.get_weights()))
+    assert any(np.abs(a - b).max() > 0 for a, b in zip(g0, generator.get_weights(), strict=True))
+    assert any(
+        np.abs(a - b).max() > 0 for a, b in zip(d0, discriminator.get_weights(), strict=True)
+    )
     with pytest.raises(ValueError, match="discriminator"):
         DeblurTrainer(generator, DeblurLoss({"adversarial": 1e-4, "l1": 1.0}))
 
@@ -201,12 +256,34 @@ def test_every_network_trains_through_train_py_on_demo_data(name, tmp_path, caps
     spec = tfdeblur.get_spec(name)
     train_preset = "tiny" if "tiny" in spec.train_presets else "paper"
     out = tmp_path / name
-    code = main([
-        "--model", name, "--model-preset", "tiny", "--train-preset", train_preset,
-        "--data", "demo", "--output-dir", str(out), "--strategy", "one_device",
-        "--epochs", "1", "--steps-per-epoch", "1", "--batch-size", "2", "--patch-size", "32",
-        "--max-val-images", "1", "--verbose", "0",
-    ])
+    code = main(
+        [
+            "--model",
+            name,
+            "--model-preset",
+            "tiny",
+            "--train-preset",
+            train_preset,
+            "--data",
+            "demo",
+            "--output-dir",
+            str(out),
+            "--strategy",
+            "one_device",
+            "--epochs",
+            "1",
+            "--steps-per-epoch",
+            "1",
+            "--batch-size",
+            "2",
+            "--patch-size",
+            "32",
+            "--max-val-images",
+            "1",
+            "--verbose",
+            "0",
+        ]
+    )
     assert code == 0, capsys.readouterr().err
     summary = json.loads((out / "summary.json").read_text())
     assert np.isfinite(summary["history"]["loss"]).all()
@@ -217,8 +294,13 @@ def test_every_network_trains_through_train_py_on_demo_data(name, tmp_path, caps
 def test_input_pipeline_measurement_and_perceptual_fallback(tmp_path, caplog):
     root = write_gopro_tree(tmp_path / "gopro")
     config = TrainConfig(
-        model="lcnet", model_preset="tiny", data=str(root), strategy="one_device",
-        batch_size=2, patch_size=32, vgg_weights=str(tmp_path / "missing_vgg.h5"),
+        model="lcnet",
+        model_preset="tiny",
+        data=str(root),
+        strategy="one_device",
+        batch_size=2,
+        patch_size=32,
+        vgg_weights=str(tmp_path / "missing_vgg.h5"),
     )
     # The paper loss has a perceptual term; a missing weights file names the file.
     with pytest.raises(FileNotFoundError, match="missing_vgg.h5"):
@@ -233,7 +315,9 @@ def test_input_pipeline_measurement_and_perceptual_fallback(tmp_path, caplog):
 
 def test_perceptual_term_dropped_with_clear_message_when_vgg_unavailable(monkeypatch, caplog):
     def offline(*args, **kwargs):  # what keras raises when the download fails
-        raise Exception("URL fetch failure on https://storage.googleapis.com/...: Name or service not known")
+        raise Exception(
+            "URL fetch failure on https://storage.googleapis.com/...: Name or service not known"
+        )
 
     monkeypatch.setattr(keras.applications, "VGG19", offline)
     with caplog.at_level("WARNING"):

@@ -27,9 +27,23 @@ def _free_port() -> int:
 
 def _train_cmd(root, out, *extra):
     return [
-        sys.executable, str(REPO / "train.py"), "--model", "lcnet", "--model-preset", "tiny",
-        "--train-preset", "demo", "--data", str(root), "--output-dir", str(out),
-        "--patch-size", "32", "--verbose", "0", *extra,
+        sys.executable,
+        str(REPO / "train.py"),
+        "--model",
+        "lcnet",
+        "--model-preset",
+        "tiny",
+        "--train-preset",
+        "demo",
+        "--data",
+        str(root),
+        "--output-dir",
+        str(out),
+        "--patch-size",
+        "32",
+        "--verbose",
+        "0",
+        *extra,
     ]
 
 
@@ -46,21 +60,42 @@ def test_two_worker_multi_worker_mirrored_training(tmp_path):
     procs = []
     for index in range(2):
         tf_config = {"cluster": {"worker": workers}, "task": {"type": "worker", "index": index}}
-        cmd = _train_cmd(root, out, "--strategy", "multi_worker", "--batch-size", "4",
-                         "--epochs", "2", "--steps-per-epoch", "2")
-        procs.append(subprocess.Popen(
-            cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-            env=_env(TF_CONFIG=json.dumps(tf_config)),
-        ))
+        cmd = _train_cmd(
+            root,
+            out,
+            "--strategy",
+            "multi_worker",
+            "--batch-size",
+            "4",
+            "--epochs",
+            "2",
+            "--steps-per-epoch",
+            "2",
+        )
+        procs.append(
+            subprocess.Popen(
+                cmd,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+                env=_env(TF_CONFIG=json.dumps(tf_config)),
+            )
+        )
     outputs = [p.communicate(timeout=600) for p in procs]
-    for p, (stdout, stderr) in zip(procs, outputs):
+    for p, (_stdout, stderr) in zip(procs, outputs, strict=True):
         assert p.returncode == 0, stderr[-3000:]
     digests = [
-        next(line.split()[-1] for line in stdout.splitlines() if line.startswith("Final weights sha256"))
+        next(
+            line.split()[-1]
+            for line in stdout.splitlines()
+            if line.startswith("Final weights sha256")
+        )
         for stdout, _ in outputs
     ]
     assert digests[0] == digests[1]  # both workers end with identical weights
-    finals = sorted(str(p.relative_to(out)) for p in out.rglob("*.keras") if p.name == "final.keras")
+    finals = sorted(
+        str(p.relative_to(out)) for p in out.rglob("*.keras") if p.name == "final.keras"
+    )
     assert finals == ["final.keras"]  # only the chief writes the final model
     summary = json.loads((out / "summary.json").read_text())
     assert summary["replicas"] == 2 and len(summary["history"]["loss"]) == 2
@@ -69,9 +104,21 @@ def test_two_worker_multi_worker_mirrored_training(tmp_path):
 def test_kill_minus_9_then_resume_continues(tmp_path):
     root = write_gopro_tree(tmp_path / "gopro")
     out = tmp_path / "run"
-    cmd = _train_cmd(root, out, "--strategy", "one_device", "--batch-size", "2",
-                     "--epochs", "200", "--steps-per-epoch", "2")
-    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env())
+    cmd = _train_cmd(
+        root,
+        out,
+        "--strategy",
+        "one_device",
+        "--batch-size",
+        "2",
+        "--epochs",
+        "200",
+        "--steps-per-epoch",
+        "2",
+    )
+    proc = subprocess.Popen(
+        cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, env=_env()
+    )
     ckpt_dir = out / "checkpoints"
     deadline = time.time() + 300
     while time.time() < deadline:
@@ -87,9 +134,23 @@ def test_kill_minus_9_then_resume_continues(tmp_path):
 
     total = killed_at + 2
     resume = subprocess.run(
-        _train_cmd(root, out, "--strategy", "one_device", "--batch-size", "2",
-                   "--epochs", str(total), "--steps-per-epoch", "2", "--resume"),
-        capture_output=True, text=True, env=_env(), timeout=600,
+        _train_cmd(
+            root,
+            out,
+            "--strategy",
+            "one_device",
+            "--batch-size",
+            "2",
+            "--epochs",
+            str(total),
+            "--steps-per-epoch",
+            "2",
+            "--resume",
+        ),
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=600,
     )
     assert resume.returncode == 0, resume.stderr[-3000:]
     assert "Resumed from" in resume.stdout and f"(epoch {killed_at})" in resume.stdout
@@ -103,9 +164,23 @@ def test_mixed_precision_trains_and_saves_float32(tmp_path):
     root = write_gopro_tree(tmp_path / "gopro")
     out = tmp_path / "mp"
     result = subprocess.run(
-        _train_cmd(root, out, "--strategy", "one_device", "--batch-size", "2", "--epochs", "1",
-                   "--steps-per-epoch", "2", "--mixed-precision"),
-        capture_output=True, text=True, env=_env(), timeout=600,
+        _train_cmd(
+            root,
+            out,
+            "--strategy",
+            "one_device",
+            "--batch-size",
+            "2",
+            "--epochs",
+            "1",
+            "--steps-per-epoch",
+            "2",
+            "--mixed-precision",
+        ),
+        capture_output=True,
+        text=True,
+        env=_env(),
+        timeout=600,
     )
     assert result.returncode == 0, result.stderr[-3000:]
     summary = json.loads((out / "summary.json").read_text())

@@ -21,12 +21,12 @@ import json
 import os
 import pathlib
 import platform
-import tempfile
 import time
 from collections.abc import Callable
 
 import numpy as np
 
+from tfdeblur.fileio import write_text_atomic
 from tfdeblur.metrics import psnr, ssim, ssim_matlab
 
 #: Metrics averaged per sequence and overall.
@@ -137,16 +137,8 @@ def _means(rows: list[dict]) -> dict:
 
 
 def write_text(path: pathlib.Path, text: str) -> None:
-    """Write ``text`` to ``path`` atomically (temporary file + ``os.replace``)."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=path.suffix, dir=path.parent, prefix=f".{path.stem}-")
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    """Write ``text`` to ``path`` atomically."""
+    write_text_atomic(path, text)
 
 
 def write_csv(path: pathlib.Path, rows: list[dict]) -> None:

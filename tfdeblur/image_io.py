@@ -25,11 +25,12 @@ from __future__ import annotations
 import io
 import os
 import pathlib
-import secrets
 import struct
 from typing import NamedTuple
 
 import numpy as np
+
+from tfdeblur.fileio import write_bytes_atomic
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_SIGNATURE = b"\xff\xd8\xff"
@@ -397,31 +398,6 @@ def verify_image(path, *, decode: bool = False) -> ImageInfo:
 # ---------------------------------------------------------------------------------------
 
 
-def _atomic_write_bytes(path: pathlib.Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same directory.
-
-    ``os.replace`` is atomic on POSIX and Windows for paths on one file system, so readers see
-    either the old file or the complete new one; on any error the temporary file is removed
-    and an existing ``path`` is left as it was. The temporary file is created with mode 0o666
-    so the umask gives the result ordinary permissions.
-    """
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(6)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0), 0o666)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except FileNotFoundError:
-            pass
-        raise
-
-
 def _quantize(array, bit_depth: int, path: pathlib.Path) -> np.ndarray:
     array = np.asarray(array)
     if array.ndim == 4 and array.shape[0] == 1:
@@ -508,5 +484,5 @@ def write_image(
             options = {"compress_level": int(compress_level)}
         Image.fromarray(pixels).save(buffer, format=fmt, **options)
         data = buffer.getvalue()
-    _atomic_write_bytes(path, data)
+    write_bytes_atomic(path, data)
     return path

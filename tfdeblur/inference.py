@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import abc
 import os
 import pathlib
 import warnings
@@ -55,7 +56,7 @@ def run_model(model: keras.Model, image: np.ndarray) -> np.ndarray:
 RUNNER_FORMATS = {".keras": "keras", ".tflite": "tflite", ".onnx": "onnx"}
 
 
-class Runner:
+class Runner(abc.ABC):
     """A loaded model as a function of one image.
 
     ``runner(image)`` maps a float32 ``(H, W, 3)`` image in ``[0, 1]`` to the network's
@@ -85,8 +86,9 @@ class Runner:
         y = np.asarray(y, dtype=np.float32)
         return y[0, 0] if self.is_video else y[0]
 
+    @abc.abstractmethod
     def _run(self, x: np.ndarray) -> np.ndarray:
-        raise NotImplementedError
+        """The model on a float32 batch; subclasses run their format's engine."""
 
     @property
     def bytes_per_pixel(self) -> int | None:

@@ -66,14 +66,14 @@ def target_pyramid(target, levels: int):
 def multiscale_mse(target, predictions):
     """DeepDeblur eq. (4): ``1/(2K) sum_k mean((L_k - S_k)^2)``; predictions finest first."""
     targets = target_pyramid(target, len(predictions))
-    per_scale = [mse(t, p) for t, p in zip(targets, predictions)]
+    per_scale = [mse(t, p) for t, p in zip(targets, predictions, strict=True)]
     return tf.add_n(per_scale) / (2.0 * len(per_scale))
 
 
 def multiscale_l1(target, predictions):
     """DeepDeblur-PyTorch: sum over scales of the per-scale L1; predictions finest first."""
     targets = target_pyramid(target, len(predictions))
-    return tf.add_n([l1(t, p) for t, p in zip(targets, predictions)])
+    return tf.add_n([l1(t, p) for t, p in zip(targets, predictions, strict=True)])
 
 
 class VGGWeightsUnavailable(OSError):

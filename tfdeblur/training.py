@@ -30,6 +30,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfdeblur import registry
+from tfdeblur.fileio import atomic_path
 from tfdeblur.losses import DeblurLoss, bce_with_logits
 from tfdeblur.metrics import psnr, ssim
 
@@ -205,7 +206,10 @@ class DeblurTrainer(keras.Model):
         # optimizers need building, in the strategy's scope (building them lazily inside
         # a replica step fails under MirroredStrategy).
         with self.distribute_strategy.scope():
-            for optimizer, model in ((self.optimizer, self.generator), (self.d_optimizer, self.discriminator)):
+            for optimizer, model in (
+                (self.optimizer, self.generator),
+                (self.d_optimizer, self.discriminator),
+            ):
                 if optimizer is not None and not optimizer.built:
                     optimizer.build(model.trainable_variables)
 
@@ -228,18 +232,18 @@ class DeblurTrainer(keras.Model):
             loss = tf.add_n(list(terms.values()))
             scaled = self.optimizer.scale_loss(loss / replicas)
         gradients = tape.gradient(scaled, variables)
-        self.optimizer.apply_gradients(zip(gradients, variables))
+        self.optimizer.apply_gradients(zip(gradients, variables, strict=True))
         if adversarial:
             # Discriminator step on the same batch (DeepDeblur sec. 3.3, trained jointly).
             fake = tf.stop_gradient(finest)
             d_variables = self.discriminator.trainable_variables
             with tf.GradientTape() as tape:
-                d_loss = bce_with_logits(self.discriminator(fake, training=True), 0.0) + bce_with_logits(
-                    self.discriminator(sharp, training=True), 1.0
-                )
+                d_loss = bce_with_logits(
+                    self.discriminator(fake, training=True), 0.0
+                ) + bce_with_logits(self.discriminator(sharp, training=True), 1.0)
                 d_scaled = self.d_optimizer.scale_loss(d_loss / replicas)
             d_gradients = tape.gradient(d_scaled, d_variables)
-            self.d_optimizer.apply_gradients(zip(d_gradients, d_variables))
+            self.d_optimizer.apply_gradients(zip(d_gradients, d_variables, strict=True))
             self.loss_trackers["d_loss"].update_state(d_loss)
         self.loss_trackers["loss"].update_state(loss)
         for name, value in terms.items():
@@ -257,7 +261,9 @@ class DeblurTrainer(keras.Model):
         self.ssim_tracker.update_state(
             ssim(tf.reshape(prediction, frames), tf.reshape(tf.cast(sharp, tf.float32), frames))
         )
-        return self._report({"psnr": self.psnr_tracker.result(), "ssim": self.ssim_tracker.result()})
+        return self._report(
+            {"psnr": self.psnr_tracker.result(), "ssim": self.ssim_tracker.result()}
+        )
 
 
 class _NonFiniteLossStop(keras.callbacks.Callback):
@@ -343,20 +349,13 @@ class _Checkpointer(keras.callbacks.Callback):
 
 
 def save_model_atomic(model: keras.Model, path: str | os.PathLike) -> pathlib.Path:
-    """``model.save(path)`` through a temporary file and ``os.replace``: a crash never
+    """``model.save(path)`` through :func:`tfdeblur.fileio.atomic_path`: a crash never
     leaves a half-written ``.keras`` where a good one was."""
     path = pathlib.Path(path)
     if path.suffix != ".keras":
         raise ValueError(f"Model files must end in .keras, got {path}.")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(suffix=".keras", dir=path.parent, prefix=f".{path.stem}-")
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return path
 
 
@@ -396,7 +395,9 @@ def make_datasets(settings: Mapping[str, Any], root, config: TrainConfig, batch_
         val_pairs = data_lib.find_pairs(root, "test", blur_key)[:limit]
         data_lib.validate_pairs(train_pairs, min_size=patch)
         data_lib.validate_pairs(val_pairs)
-        train_ds = data_lib.train_dataset(train_pairs, batch_size, patch, seed=config.seed, **augment)
+        train_ds = data_lib.train_dataset(
+            train_pairs, batch_size, patch, seed=config.seed, **augment
+        )
         return train_ds, data_lib.eval_dataset(val_pairs), max(1, len(train_pairs) // batch_size)
     if kind == "clips":
         from tfdeblur.data import video
@@ -489,7 +490,11 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
     # Non-chief workers save too (saving is a collective step of the strategy), into a
     # private temporary directory that is removed at the end.
-    ckpt_dir = out_dir / "checkpoints" if is_chief else pathlib.Path(tempfile.mkdtemp(prefix="tfdeblur-worker-"))
+    ckpt_dir = (
+        out_dir / "checkpoints"
+        if is_chief
+        else pathlib.Path(tempfile.mkdtemp(prefix="tfdeblur-worker-"))
+    )
     manager = tf.train.CheckpointManager(checkpoint, str(ckpt_dir), config.keep_checkpoints)
     initial_epoch = 0
     if config.resume and manager.latest_checkpoint:

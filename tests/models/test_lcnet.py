@@ -18,7 +18,7 @@ def lcnet_param_count(widths, res_blocks, lc_blocks, squeeze):
     for w in widths:
         total += conv_params(cin, w) + res_blocks * 2 * conv_params(w, w)
         cin = w
-    for w, out in zip(widths[::-1], [widths[1], widths[0], 3]):
+    for w, out in zip(widths[::-1], [widths[1], widths[0], 3], strict=True):
         inner = w // squeeze
         total += lc_blocks * (2 * conv_params(w, inner) + conv_params(inner, w))
         total += conv_params(w, 4 * out)

@@ -27,8 +27,12 @@ def run(args: argparse.Namespace) -> int:
     from tfdeblur.training import TrainConfig, measure_input_pipeline
 
     config = TrainConfig(
-        model=args.model, model_preset=args.model_preset, train_preset=args.train_preset,
-        data=args.data, batch_size=args.batch_size, patch_size=args.patch_size,
+        model=args.model,
+        model_preset=args.model_preset,
+        train_preset=args.train_preset,
+        data=args.data,
+        batch_size=args.batch_size,
+        patch_size=args.patch_size,
         strategy=args.strategy,
     )
     r = measure_input_pipeline(config, args.steps)
@@ -37,6 +41,10 @@ def run(args: argparse.Namespace) -> int:
         f"({r['pipeline_batches_per_s']:.2f} batches/s)\n"
         f"training step:  {r['train_step_s'] * 1000:.0f} ms ({r['train_images_per_s']:.1f} images/s)\n"
         f"headroom: {r['headroom']:.1f}x "
-        + ("(input keeps up)" if r["headroom"] > 1 else "(INPUT-BOUND: add CPU workers or cache decoded images)")
+        + (
+            "(input keeps up)"
+            if r["headroom"] > 1
+            else "(INPUT-BOUND: add CPU workers or cache decoded images)"
+        )
     )
     return 0

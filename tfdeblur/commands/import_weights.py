@@ -8,10 +8,8 @@ Example::
 from __future__ import annotations
 
 import argparse
-import os
 import pathlib
 import sys
-import tempfile
 
 # network -> (name of the importer in tfdeblur.weights, what it reads)
 IMPORTERS = {
@@ -51,6 +49,7 @@ def run(args: argparse.Namespace) -> int:
         raise FileNotFoundError(f"--output folder does not exist: {output.parent}")
 
     import tfdeblur.weights as weights
+    from tfdeblur.fileio import atomic_path
 
     loader = getattr(weights, IMPORTERS[args.network][0])
     try:
@@ -59,18 +58,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"tfdeblur import-weights: error: {err}", file=sys.stderr)
         return 2
 
-    # Write next to the destination, then rename: a crash never leaves a partial file.
-    fd, tmp = tempfile.mkstemp(prefix=f".{output.stem}.", suffix=".keras", dir=output.parent)
-    os.close(fd)
-    umask = os.umask(0)
-    os.umask(umask)
-    try:
-        os.chmod(tmp, 0o666 & ~umask)  # mkstemp makes 0600; give the usual permissions
+    with atomic_path(output) as tmp:  # a crash never leaves a partial file
         model.save(tmp)
-        os.replace(tmp, output)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
     print(f"Wrote {output}: {args.network} ({model.count_params():,} parameters).")
     return 0

@@ -15,7 +15,16 @@ import keras
 # DeepDeblur-PyTorch's discriminator (which has one more 5x5 conv than Table 1). The 4x4
 # conv pads 'same', identical to 'valid' on the 4x4 map of a 256 patch and still defined
 # on the smaller maps of small training patches.
-_TABLE1 = [(32, 5, 2), (64, 5, 1), (64, 5, 2), (128, 5, 1), (128, 5, 4), (256, 5, 1), (256, 5, 4), (512, 5, 1)]
+_TABLE1 = [
+    (32, 5, 2),
+    (64, 5, 1),
+    (64, 5, 2),
+    (128, 5, 1),
+    (128, 5, 4),
+    (256, 5, 1),
+    (256, 5, 4),
+    (512, 5, 1),
+]
 
 
 def build_discriminator(width_scale: float = 1.0, name: str = "discriminator") -> keras.Model:
@@ -31,8 +40,12 @@ def build_discriminator(width_scale: float = 1.0, name: str = "discriminator") -
     x = inputs
     for i, (filters, kernel, stride) in enumerate(_TABLE1):
         x = keras.layers.Conv2D(
-            max(1, int(filters * width_scale)), kernel, strides=stride, padding="same",
-            use_bias=False, name=f"conv{i + 1}",
+            max(1, int(filters * width_scale)),
+            kernel,
+            strides=stride,
+            padding="same",
+            use_bias=False,
+            name=f"conv{i + 1}",
         )(x)
         x = keras.layers.LeakyReLU(0.2, name=f"act{i + 1}")(x)
     x = keras.layers.Conv2D(

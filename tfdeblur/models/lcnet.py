@@ -124,7 +124,9 @@ def lcnet(
         raise ValueError(f"widths must be three positive ints, got {widths!r}.")
     for w in widths:
         if w % squeeze_ratio:
-            raise ValueError(f"every width must divide by squeeze_ratio={squeeze_ratio}, got {widths}.")
+            raise ValueError(
+                f"every width must divide by squeeze_ratio={squeeze_ratio}, got {widths}."
+            )
     init = "glorot_uniform"  # Xavier, sec. 3.1
 
     def conv(filters, stride, name):
@@ -148,7 +150,7 @@ def lcnet(
         skips.append(x)
 
     out_widths = [widths[1], widths[0], 3]
-    for level, out_width in zip((3, 2, 1), out_widths):
+    for level, out_width in zip((3, 2, 1), out_widths, strict=True):
         for i in range(num_lc_blocks):
             x = LCBlock(squeeze_ratio, window_size, 3, lc_method, init, name=f"dec{level}_lc{i}")(x)
         x = conv(out_width * 4, 1, f"dec{level}_conv")(x)
