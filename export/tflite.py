@@ -46,6 +46,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import logging
+import math
 import os
 import pathlib
 import tempfile
@@ -120,6 +121,15 @@ def _pin_range(x: np.ndarray) -> np.ndarray:
     return x
 
 
+def _cover(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    """``image`` upscaled (bilinear, aspect kept) to at least ``height x width``."""
+    scale = max(height / image.shape[0], width / image.shape[1])
+    if scale <= 1:
+        return image
+    size = (math.ceil(image.shape[0] * scale), math.ceil(image.shape[1] * scale))
+    return tf.image.resize(image, size, method="bilinear").numpy().clip(0, 1)
+
+
 def _pipeline_images(spec, num_samples: int, patch_size: int, seed: int) -> list[np.ndarray]:
     """``num_samples`` random ``patch_size`` crops from the training pipeline of ``spec``."""
     from tfdeblur import data
@@ -162,7 +172,9 @@ def representative_dataset(
             a callable returning such an iterable.
         num_samples: calibration samples. Default 32.
         patch_size: side of the crops taken from a dataset folder. Default 256.
-        input_size: ``(H, W)`` of a fixed-shape model; crops are taken at that size.
+        input_size: ``(H, W)`` of a fixed-shape model; samples are centre crops of that
+            size, from images first upscaled (bilinear) where smaller (calibration needs
+            activation ranges, which upscaled content preserves).
         seed: crop seed.
 
     Returns:
@@ -176,8 +188,7 @@ def representative_dataset(
     extra = CLIP_SHIFT * (CLIP_LENGTH - 1) if video else 0
     size = parse_input_size(input_size)
     if isinstance(data, (str, os.PathLike)):
-        side = patch_size if size is None else max(size[0], size[1] + extra)
-        images = _pipeline_images(data, num_samples, side, seed)
+        images = _pipeline_images(data, num_samples, patch_size, seed)
     else:
         source = data() if callable(data) and not isinstance(data, tf.data.Dataset) else data
         images = []
@@ -198,6 +209,8 @@ def representative_dataset(
                 f"representative_data image {i} must be a non-empty (H, W, C) array, got "
                 f"shape {image.shape}."
             )
+        if size is not None:
+            image = _cover(image, size[0], size[1] + extra)
         h, w = image.shape[:2]
         crop = size if size is not None else (h, w - extra)
         crops.append(make_samples(model, [image], crop=crop)[0].x)

@@ -9,13 +9,9 @@ from keras_layers.deformable_conv import DRM, DeformableConv2D, deform_conv2d
 from keras_layers.dynamic_filter import DynamicFilter, dynamic_filter
 from keras_layers.gaussian_pyramid import GaussianPyramid, gaussian_pyramid
 from keras_layers.global_attention import GlobalAttention, global_attention
-from keras_layers.global_local import (
-    GlobalLocalModule,
-    GlobalLocalResBlock,
-    MergePatches,
-    SplitPatches,
-)
+from keras_layers.global_local import GlobalLocalModule, GlobalLocalResBlock
 from keras_layers.local_correlation import LCBlock, local_correlation
+from keras_layers.multi_patch import MergePatches, SplitPatches
 from keras_layers.padding import CropToReference, PadToMultiple
 from keras_layers.pixel_shuffle import PixelShuffle
 from keras_layers.res_block import ResBlock

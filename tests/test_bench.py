@@ -60,6 +60,10 @@ def test_bench_cli_tiny(tmp_path, gopro_samples, capsys):
         assert all(ms > 0 for ms in artifact["latency_ms"].values())
         assert artifact["agrees"] and artifact["psnr_vs_sharp"] is not None
     keras_entry, f32, f16 = entry["artifacts"]
+    # TFLite latency is timed on files converted for each size, and on the dynamic file.
+    assert set(f32["latency_ms_dynamic_shape"]) == {"32x32", "24x40"}
+    assert (artifacts / "lcnet_32x32.tflite").is_file()
+    assert (artifacts / "lcnet_24x40_float16.tflite").is_file()
     assert keras_entry["psnr_vs_keras"] == "inf"  # the reloaded .keras file is exact
     assert f32["psnr_vs_keras"] >= 45 and f16["psnr_vs_keras"] >= 45
     assert f16["size_bytes"] < f32["size_bytes"]

@@ -13,7 +13,9 @@ Methods:
   the model's call traced once as a ``tf.function`` (graph mode, no XLA, the model's own
   formulation), ``saved_model`` its serving signature after ``tf.saved_model.load``,
   ``tflite*`` ``interpreter.invoke()`` of the LiteRT interpreter (``ai_edge_litert``,
-  XNNPACK delegate, inputs set before the clock starts), ``onnx``
+  XNNPACK delegate, inputs set before the clock starts) on a file converted for that
+  input size (``input_size``, how a phone app deploys it; XNNPACK runs the whole static
+  graph), the dynamic-shape file's time kept as ``latency_ms_dynamic_shape``, ``onnx``
   ``InferenceSession.run`` (CPU provider). Threads: every core unless ``threads``.
   Video networks run a clip of 3 frames; their latency and GFLOPs are per frame.
 * GFLOPs: counted per operator of the float32 TFLite graph converted with the static
@@ -362,7 +364,7 @@ def machine_info() -> dict:
     return info
 
 
-def _export(fmt, model, directory: pathlib.Path, stem: str, config: BenchConfig):
+def _export(fmt, model, directory: pathlib.Path, stem: str, config: BenchConfig, size=None):
     import export
 
     backend, quantization = _label(fmt)
@@ -379,6 +381,7 @@ def _export(fmt, model, directory: pathlib.Path, stem: str, config: BenchConfig)
         directory / f"{stem}{suffix}.tflite",
         quantization,
         config.calibration_data if quantization == "int8" else None,
+        size,
         num_calibration_samples=config.calibration_samples,
         **quiet,
     )
@@ -415,13 +418,23 @@ def bench_model(spec: str, config: BenchConfig, directory: pathlib.Path) -> dict
             crop=config.verify_crop,
             raise_on_failure=False,
         )
-        latency = {}
+        latency, latency_dynamic = {}, {}
         for size in config.sizes:
+            key = f"{size[0]}x{size[1]}"
             x = _input(model, size, CLIP_LENGTH)
-            seconds = median_seconds(
-                _timer(fmt, model, result.path, x, config.threads), config.warmup, config.runs
-            )
-            latency[f"{size[0]}x{size[1]}"] = 1000 * seconds / frames
+
+            def timed(path, x=x, fmt=fmt):
+                run = _timer(fmt, model, path, x, config.threads)
+                return 1000 * median_seconds(run, config.warmup, config.runs) / frames
+
+            latency[key] = timed(result.path)
+            if backend == "tflite":
+                # Deployment at a known size: a static-shape file lets XNNPACK take the
+                # whole graph (with dynamic H, W the shape arithmetic of the pad-and-crop
+                # makes every tensor dynamic and most ops fall back to reference kernels).
+                latency_dynamic[key] = latency[key]
+                static = _export(fmt, model, directory, f"{stem}_{key}", config, size)
+                latency[key] = timed(static.path)
         entry["artifacts"].append(
             {
                 "format": backend,
@@ -430,6 +443,7 @@ def bench_model(spec: str, config: BenchConfig, directory: pathlib.Path) -> dict
                 "path": str(result.path),
                 "size_bytes": result.size_bytes,
                 "latency_ms": latency,
+                **({"latency_ms_dynamic_shape": latency_dynamic} if latency_dynamic else {}),
                 "psnr_vs_keras": report.min_psnr_vs_keras,
                 "psnr_vs_sharp": report.psnr_vs_sharp,
                 "keras_psnr_vs_sharp": report.keras_psnr_vs_sharp,
@@ -443,6 +457,8 @@ def bench_model(spec: str, config: BenchConfig, directory: pathlib.Path) -> dict
 
 def _targets(artifacts: list[dict]) -> dict:
     """The issue's targets, checked where the needed formats were benchmarked."""
+    import export
+
     by_label = {a["label"]: a for a in artifacts}
     targets = {}
     for label in ("tflite", "tflite_float16", "onnx"):
@@ -451,6 +467,11 @@ def _targets(artifacts: list[dict]) -> dict:
     if "tflite_int8" in by_label and "tflite" in by_label:
         int8, float32 = by_label["tflite_int8"], by_label["tflite"]
         targets["int8_size_ratio"] = float32["size_bytes"] / int8["size_bytes"]
+        weights = [
+            sum(export.tflite_model_info(a["path"])["weight_bytes"].values())
+            for a in (float32, int8)
+        ]
+        targets["int8_weight_bytes_ratio"] = weights[0] / weights[1]
         if int8["psnr_vs_sharp"] is not None and float32["psnr_vs_sharp"] is not None:
             gap = float32["psnr_vs_sharp"] - int8["psnr_vs_sharp"]
             targets["int8_sharp_gap_db"] = gap

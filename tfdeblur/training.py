@@ -309,14 +309,16 @@ class _ImageLogger(keras.callbacks.Callback):
         self.writer = tf.summary.create_file_writer(str(log_dir / "images"))
         self.samples = samples
         self.every = every
+        self.infer = None
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every:
             return
+        if self.infer is None:  # graph mode: eager full-frame calls cost seconds each
+            self.infer = _inference_function(self.model.generator)
         strips = []
         for blur, sharp in self.samples:
-            out = self.model.generator(blur, training=False)
-            out = out[0] if isinstance(out, (list, tuple)) else out
+            out = self.infer(blur)
             out = tf.clip_by_value(tf.cast(out, tf.float32), 0.0, 1.0)
             frame = lambda t: t[0, 0] if t.shape.rank == 5 else t[0]  # noqa: E731
             strips.append(tf.concat([frame(blur), frame(out), frame(sharp)], axis=1))
@@ -359,14 +361,24 @@ def save_model_atomic(model: keras.Model, path: str | os.PathLike) -> pathlib.Pa
     return path
 
 
+def _inference_function(model: keras.Model):
+    """``model(x, training=False)``'s finest output as a retrace-tolerant ``tf.function``."""
+
+    @tf.function(reduce_retracing=True)
+    def infer(x):
+        out = model(x, training=False)
+        return out[0] if isinstance(out, (list, tuple)) else out
+
+    return infer
+
+
 def evaluate_psnr(model: keras.Model, dataset: tf.data.Dataset) -> tuple[float, float]:
     """Mean PSNR of the blurry input and of the (clamped) model output against the sharp
     images of a ``(blur, sharp)`` dataset (frames or clips)."""
+    infer = _inference_function(model)
     before, after = [], []
     for blur, sharp in dataset:
-        out = model(blur, training=False)
-        out = out[0] if isinstance(out, (list, tuple)) else out
-        out = tf.clip_by_value(tf.cast(out, tf.float32), 0.0, 1.0)
+        out = tf.clip_by_value(tf.cast(infer(blur), tf.float32), 0.0, 1.0)
         before.extend(np.ravel(psnr(blur, sharp)))
         after.extend(np.ravel(psnr(out, sharp)))
     return float(np.mean(before)), float(np.mean(after))

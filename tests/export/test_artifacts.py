@@ -92,6 +92,18 @@ def test_int8_with_int8_io(lcnet, tmp_path, verify_images, calibration_images):
     assert zero_point == -128 and scale == pytest.approx(1 / 255, rel=1e-6)  # q = pixel - 128
     assert result.verification.passed
 
+    # The int8 tolerance catches a wrong float<->int mapping: reading the output as
+    # (q + 128) / 255, i.e. ignoring the output's own scale and zero point.
+    def wrong_mapping(x):
+        interpreter.resize_tensor_input(inp["index"], x.shape, strict=False)
+        interpreter.allocate_tensors()
+        interpreter.set_tensor(inp["index"], quantize_input(x, inp))
+        interpreter.invoke()
+        return (interpreter.get_tensor(out["index"]).astype(np.float32) + 128) / 255
+
+    with pytest.raises(ExportVerificationError):
+        export.verify(lcnet, result.path, verify_images, quantization="int8", runner=wrong_mapping)
+
 
 def test_int8_needs_calibration_data(lcnet, tmp_path):
     with pytest.raises(ValueError, match="representative_data is required"):

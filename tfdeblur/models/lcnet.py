@@ -48,7 +48,7 @@ TRAIN_PAPER = {
 
 
 # A few minutes on a laptop CPU: the README's first command (``--train-preset demo``).
-# 120 Adam steps on 64x64 patches of the 24 demo training pairs: enough to watch the
+# 180 Adam steps on 64x64 patches of the 24 demo training pairs: enough to watch the
 # loss fall and PSNR rise from the untrained network, not to converge.
 TRAIN_DEMO = {
     "batch_size": 8,
@@ -56,7 +56,7 @@ TRAIN_DEMO = {
     "optimizer": "adam",
     "learning_rate": 1e-3,
     "lr_schedule": {"type": "constant"},
-    "epochs": 40,
+    "epochs": 60,
     "loss": {"l1": 1.0},
     "augment": {"flip": True, "rotate": True, "channel_shuffle": True},
     "blur_key": "blur",
