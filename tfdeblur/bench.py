@@ -9,7 +9,8 @@ which is how LCNet's default formulation is chosen.
 Methods:
 
 * Latency: median over ``runs`` calls after ``warmup`` calls, each call synchronised
-  (the output is copied to host memory before the clock stops), batch 1. ``keras`` is
+  (the output is copied to host memory before the clock stops), batch 1; the formats
+  take turns within each round, so a drifting machine load affects them alike. ``keras`` is
   the model's call traced once as a ``tf.function`` (graph mode, no XLA, the model's own
   formulation), ``saved_model`` its serving signature after ``tf.saved_model.load``,
   ``tflite*`` ``interpreter.invoke()`` of the LiteRT interpreter (``ai_edge_litert``,
@@ -206,6 +207,25 @@ def median_seconds(fn, warmup: int, runs: int) -> float:
     return statistics.median(times)
 
 
+def _interleaved_medians(timers: dict, warmup: int, runs: int) -> dict:
+    """Median seconds per timer, the timers called in turn within each round.
+
+    Interleaving makes the comparison fair on a machine whose load drifts: every
+    format sees the same conditions in each round.
+    """
+    for fn in timers.values():
+        for _ in range(warmup):
+            fn()
+    times = {key: [] for key in timers}
+    for _ in range(runs):
+        for key, fn in timers.items():
+            time.sleep(0.05)  # let the previous runtime's spinning worker threads idle
+            start = time.perf_counter()
+            fn()
+            times[key].append(time.perf_counter() - start)
+    return {key: statistics.median(values) for key, values in times.items()}
+
+
 def _input(model, size, clip_length: int, seed: int = 0) -> np.ndarray:
     from export.signature import model_input
 
@@ -225,6 +245,7 @@ def _timer(fmt: str, model, path, x: np.ndarray, threads):
     from export.verify import quantize_input, tflite_interpreter
 
     backend, _ = _label(fmt)
+    threads = threads or os.cpu_count()  # the interpreters' own default may be 1 thread
     if backend == "keras":
         serve = serving_function(model, input_signature(model))
         tensor = tf.constant(x)
@@ -277,7 +298,8 @@ def lc_formulation_train_steps(
     """Median time of one LCNet training step (L1 loss, Adam) with each formulation.
 
     Both models have the same weights and see the same batch; the step is a
-    ``tf.function`` (no XLA) computing the loss, its gradients and the Adam update.
+    ``tf.function`` (no XLA) computing the loss, its gradients and the Adam update; the
+    two steps alternate within each round.
     """
     import keras
     import tensorflow as tf
@@ -288,7 +310,7 @@ def lc_formulation_train_steps(
     blurry = tf.constant(rng.random((batch_size, patch_size, patch_size, 3), dtype=np.float32))
     sharp = tf.constant(rng.random((batch_size, patch_size, patch_size, 3), dtype=np.float32))
     weights = None
-    seconds = {}
+    steps_by_method = {}
     for method in ("patches", "slices"):
         model = tfdeblur.build_model("lcnet", preset, lc_method=method)
         if weights is None:
@@ -306,7 +328,8 @@ def lc_formulation_train_steps(
             optimizer.apply(grads, model.trainable_variables)
             return loss
 
-        seconds[method] = median_seconds(lambda: step(blurry, sharp).numpy(), warmup, steps)
+        steps_by_method[method] = lambda step=step: step(blurry, sharp).numpy()
+    seconds = _interleaved_medians(steps_by_method, warmup, steps)
     default = tfdeblur.get_model_config("lcnet", preset)["lc_method"]
     return {
         "model": "lcnet",
@@ -406,6 +429,8 @@ def bench_model(spec: str, config: BenchConfig, directory: pathlib.Path) -> dict
         "artifacts": [],
     }
     images = load_image_pairs(config.verify_images)  # read once, used for every format
+    # Export and verify every format, and the static-size TFLite files.
+    exported = {}
     for fmt in config.formats:
         backend, quantization = _label(fmt)
         result = _export(fmt, model, directory, stem, config)
@@ -418,23 +443,35 @@ def bench_model(spec: str, config: BenchConfig, directory: pathlib.Path) -> dict
             crop=config.verify_crop,
             raise_on_failure=False,
         )
-        latency, latency_dynamic = {}, {}
-        for size in config.sizes:
-            key = f"{size[0]}x{size[1]}"
-            x = _input(model, size, CLIP_LENGTH)
+        static = {}
+        if backend == "tflite":
+            # Deployment at a known size: a static-shape file lets XNNPACK take the whole
+            # graph (with dynamic H, W the shape arithmetic of the pad-and-crop makes
+            # every tensor dynamic and most ops fall back to the reference kernels).
+            for size in config.sizes:
+                key = f"{size[0]}x{size[1]}"
+                static[key] = _export(fmt, model, directory, f"{stem}_{key}", config, size).path
+        exported[fmt] = (result, report, static)
 
-            def timed(path, x=x, fmt=fmt):
-                run = _timer(fmt, model, path, x, config.threads)
-                return 1000 * median_seconds(run, config.warmup, config.runs) / frames
+    latency = {(fmt, kind): {} for fmt in config.formats for kind in ("static", "dynamic")}
+    for size in config.sizes:
+        key = f"{size[0]}x{size[1]}"
+        x = _input(model, size, CLIP_LENGTH)
+        timers = {}
+        for fmt, (result, _, static) in exported.items():
+            timers[(fmt, "static")] = _timer(
+                fmt, model, static.get(key, result.path), x, config.threads
+            )
+            if static:
+                timers[(fmt, "dynamic")] = _timer(fmt, model, result.path, x, config.threads)
+        for seconds_key, seconds in _interleaved_medians(
+            timers, config.warmup, config.runs
+        ).items():
+            latency[seconds_key][key] = 1000 * seconds / frames
+        del timers
 
-            latency[key] = timed(result.path)
-            if backend == "tflite":
-                # Deployment at a known size: a static-shape file lets XNNPACK take the
-                # whole graph (with dynamic H, W the shape arithmetic of the pad-and-crop
-                # makes every tensor dynamic and most ops fall back to reference kernels).
-                latency_dynamic[key] = latency[key]
-                static = _export(fmt, model, directory, f"{stem}_{key}", config, size)
-                latency[key] = timed(static.path)
+    for fmt, (result, report, static) in exported.items():
+        backend, quantization = _label(fmt)
         entry["artifacts"].append(
             {
                 "format": backend,
@@ -442,8 +479,8 @@ def bench_model(spec: str, config: BenchConfig, directory: pathlib.Path) -> dict
                 "label": fmt,
                 "path": str(result.path),
                 "size_bytes": result.size_bytes,
-                "latency_ms": latency,
-                **({"latency_ms_dynamic_shape": latency_dynamic} if latency_dynamic else {}),
+                "latency_ms": latency[(fmt, "static")],
+                **({"latency_ms_dynamic_shape": latency[(fmt, "dynamic")]} if static else {}),
                 "psnr_vs_keras": report.min_psnr_vs_keras,
                 "psnr_vs_sharp": report.psnr_vs_sharp,
                 "keras_psnr_vs_sharp": report.keras_psnr_vs_sharp,

@@ -20,7 +20,7 @@ PAPER = {
     "num_lc_blocks": 2,
     "squeeze_ratio": 2,
     "window_size": 5,
-    "lc_method": "slices",
+    "lc_method": "patches",
 }
 
 TINY = {
@@ -29,7 +29,7 @@ TINY = {
     "num_lc_blocks": 1,
     "squeeze_ratio": 2,
     "window_size": 3,
-    "lc_method": "slices",
+    "lc_method": "patches",
 }
 
 # Sec. 3.1. "epochs" are passes over the 2103 GOPRO training pairs, one random
@@ -75,7 +75,7 @@ def lcnet(
     num_lc_blocks: int = 2,
     squeeze_ratio: int = 2,
     window_size: int = 5,
-    lc_method: str = "slices",
+    lc_method: str = "patches",
     name: str = "lcnet",
 ) -> keras.Model:
     """Build LCNet (sec. 2.1, Fig. 1).
@@ -111,9 +111,9 @@ def lcnet(
         num_lc_blocks: LCBlocks per DBlock. Default 2.
         squeeze_ratio: LCBlock channel squeeze. Default 2.
         window_size: LCBlock correlation window. Default 5.
-        lc_method: ``"slices"`` (pad + shifted slices: TFLite/ONNX-ready, and the faster
-            to train on CPU) or ``"patches"`` (``tf.image.extract_patches``), same
-            numbers. Default ``"slices"``.
+        lc_method: ``"patches"`` (``tf.image.extract_patches``, the faster to train) or
+            ``"slices"`` (pad + shifted slices, TFLite/ONNX-ready; the exporters switch to
+            it), same numbers. Default ``"patches"``.
         name: model name.
 
     Returns:
