@@ -88,8 +88,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"train.py: error: {message}", file=sys.stderr)
         return 2
     print(f"Final weights sha256: {summary['weights_sha256']}")
+    saved = summary["final_model"] or "nothing (not the chief worker)"
     print(
-        f"Saved {summary['final_model']}. Validation PSNR: blurry {summary['val_psnr_blurry']:.2f} dB, "
+        f"Saved {saved}. Validation PSNR: blurry {summary['val_psnr_blurry']:.2f} dB, "
         f"untrained {summary['val_psnr_untrained']:.2f} dB -> trained {summary['val_psnr_trained']:.2f} dB."
     )
     return 0

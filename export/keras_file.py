@@ -12,11 +12,10 @@ the fastest).
 
 from __future__ import annotations
 
-import os
 import pathlib
-import tempfile
 
 from export.result import ExportResult, check_output_path, finish
+from tfdeblur.fileio import atomic_path
 
 
 def keras_file(
@@ -43,14 +42,8 @@ def keras_file(
         :class:`export.ExportResult`.
     """
     path = check_output_path(path, ".keras")
-    fd, tmp = tempfile.mkstemp(suffix=".keras", prefix=".tmp_", dir=path.parent)
-    os.close(fd)
-    try:
+    with atomic_path(path) as tmp:
         model.save(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
     return finish(
         model, pathlib.Path(path), "keras", "none", [],
         verify_images=images, do_verify=verify, verbose=verbose, crop=crop,

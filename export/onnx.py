@@ -28,13 +28,13 @@ from __future__ import annotations
 
 import contextlib
 import os
-import tempfile
 
 import numpy as np
 
 from export.prepare import prepare_for_export
 from export.result import ExportResult, check_output_path, finish
 from export.signature import input_signature, parse_input_size, serving_function
+from tfdeblur.fileio import atomic_path
 
 DEFAULT_OPSET = 17
 
@@ -147,14 +147,8 @@ def onnx(
     tf2onnx = _import_tf2onnx()
     prepared, switches = prepare_for_export(model, verbose=verbose)
     spec = input_signature(prepared, batch_size=None, input_size=input_size)
-    fd, tmp = tempfile.mkstemp(suffix=".onnx", prefix=".tmp_", dir=path.parent)
-    os.close(fd)
-    try:
-        _convert(tf2onnx, serving_function(prepared, spec), spec, opset, tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.remove(tmp)
+    with atomic_path(path) as tmp:
+        _convert(tf2onnx, serving_function(prepared, spec), spec, opset, str(tmp))
     return finish(
         model, path, "onnx", "none", switches,
         verify_images=images, do_verify=verify, verbose=verbose, crop=crop or input_size,

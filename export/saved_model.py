@@ -11,13 +11,12 @@ Load and run it without tfdeblur::
 from __future__ import annotations
 
 import pathlib
-import shutil
-import tempfile
 
 import tensorflow as tf
 
 from export.result import ExportResult, finish
 from export.signature import input_signature, parse_input_size, serving_function
+from tfdeblur.fileio import atomic_path
 
 
 class _Serving(tf.Module):
@@ -39,17 +38,9 @@ def write_saved_model(model, directory, *, input_size=None) -> pathlib.Path:
     directory = pathlib.Path(directory).expanduser()
     spec = input_signature(model, batch_size=None, input_size=input_size)
     module = _Serving(model, spec)
-    # Write next to the target and move into place: no half-written SavedModel.
-    directory.parent.mkdir(parents=True, exist_ok=True)
-    tmp = pathlib.Path(tempfile.mkdtemp(prefix=".tmp_savedmodel_", dir=directory.parent))
-    try:
+    # Written beside the target and moved into place: no half-written SavedModel.
+    with atomic_path(directory, directory=True) as tmp:
         tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve})
-        if directory.exists():
-            shutil.rmtree(directory)
-        tmp.rename(directory)
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
     return directory
 
 

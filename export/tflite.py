@@ -56,7 +56,6 @@ import logging
 import math
 import os
 import pathlib
-import tempfile
 import warnings
 import weakref
 from collections.abc import Callable, Iterable
@@ -67,6 +66,7 @@ import tensorflow as tf
 from export.prepare import prepare_for_export
 from export.result import ExportResult, check_output_path, finish
 from export.signature import input_signature, model_input, parse_input_size, serving_function
+from tfdeblur.fileio import write_bytes_atomic
 
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
 IO_TYPES = {"uint8": tf.uint8, "int8": tf.int8, "float32": tf.float32}
@@ -417,10 +417,7 @@ def tflite(
         calibration_patch_size=calibration_patch_size,
         frozen=frozen,
     )
-    fd, tmp = tempfile.mkstemp(suffix=".tflite", prefix=".tmp_", dir=path.parent)
-    with os.fdopen(fd, "wb") as f:
-        f.write(content)
-    os.replace(tmp, path)
+    write_bytes_atomic(path, content)
     return finish(
         model, path, "tflite", quantization, switches,
         verify_images=images, do_verify=verify, verbose=verbose, crop=crop or input_size,

@@ -336,3 +336,17 @@ def test_every_registered_training_preset_resolves_to_a_schedule():
             assert set(settings["loss"]) <= set(KNOWN_TERMS), (name, preset)
     with pytest.raises(ValueError, match="step_size"):
         make_lr_schedule({"learning_rate": 1.0, "lr_schedule": {"type": "step", "every": 3}}, 1, 10)
+
+
+def test_non_finite_loss_stops_without_writing_weights(tmp_path):
+    root = write_gopro_tree(tmp_path / "gopro")
+    out = tmp_path / "nan_run"
+    config = TrainConfig(
+        model="lcnet", model_preset="tiny", train_preset="demo", data=str(root),
+        output_dir=str(out), strategy="one_device", batch_size=2, patch_size=32,
+        epochs=2, steps_per_epoch=2, loss={"l1": float("inf")}, verbose=0,
+    )  # fmt: skip
+    with pytest.raises(FloatingPointError, match="Non-finite training loss"):
+        train(config)
+    assert not (out / "final.keras").exists() and not (out / "best.keras").exists()
+    assert tf.train.latest_checkpoint(str(out / "checkpoints")) is None

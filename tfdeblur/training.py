@@ -156,10 +156,10 @@ def make_lr_schedule(settings: Mapping[str, Any], steps_per_epoch: int, total_st
 
 
 class DeblurTrainer(keras.Model):
-    """Wraps a deblurring network for ``fit``: loss terms, validation PSNR/SSIM.
+    """Wraps a deblurring network for ``fit``: its loss terms and training step.
 
     The wrapped ``generator`` is what gets saved; this wrapper only holds the training
-    step. Validation reports PSNR/SSIM of the finest output against the sharp image.
+    step. Validation runs outside ``fit`` (:class:`_Validation`).
     """
 
     def __init__(
@@ -179,8 +179,6 @@ class DeblurTrainer(keras.Model):
         self.d_optimizer = d_optimizer
         names = ["loss", *loss.terms] + (["d_loss"] if loss.adversarial_weight else [])
         self.loss_trackers = {name: keras.metrics.Mean(name=name) for name in names}
-        self.psnr_tracker = keras.metrics.Mean(name="psnr")
-        self.ssim_tracker = keras.metrics.Mean(name="ssim")
         self.multi_worker = False
 
     def use_multi_worker_reduction(self) -> None:
@@ -215,7 +213,7 @@ class DeblurTrainer(keras.Model):
 
     @property
     def metrics(self):
-        return [*self.loss_trackers.values(), self.psnr_tracker, self.ssim_tracker]
+        return list(self.loss_trackers.values())
 
     def train_step(self, data):
         blur, sharp = data
@@ -249,21 +247,6 @@ class DeblurTrainer(keras.Model):
         for name, value in terms.items():
             self.loss_trackers[name].update_state(value)
         return self._report({name: t.result() for name, t in self.loss_trackers.items()})
-
-    def test_step(self, data):
-        blur, sharp = data
-        prediction = self.generator(blur, training=False)
-        if isinstance(prediction, (list, tuple)):
-            prediction = prediction[0]
-        prediction = tf.clip_by_value(tf.cast(prediction, tf.float32), 0.0, 1.0)
-        self.psnr_tracker.update_state(tf.reshape(psnr(prediction, sharp), [-1]))
-        frames = tf.concat([[-1], tf.shape(sharp)[-3:-1], [3]], axis=0)  # clips -> frames
-        self.ssim_tracker.update_state(
-            ssim(tf.reshape(prediction, frames), tf.reshape(tf.cast(sharp, tf.float32), frames))
-        )
-        return self._report(
-            {"psnr": self.psnr_tracker.result(), "ssim": self.ssim_tracker.result()}
-        )
 
 
 class _NonFiniteLossStop(keras.callbacks.Callback):
@@ -328,6 +311,30 @@ class _ImageLogger(keras.callbacks.Callback):
         self.writer.flush()
 
 
+class _Validation(keras.callbacks.Callback):
+    """PSNR/SSIM of the generator on the validation set every ``every`` epochs, written
+    into the epoch logs as ``val_psnr`` / ``val_ssim`` (for the checkpointer, the progress
+    line and TensorBoard).
+
+    It runs the generator locally on every worker instead of ``fit(validation_data=...)``:
+    Keras' distributed evaluation splits the batch-1, full-frame validation set across
+    replicas, and a replica whose share has run out gets an empty batch, which fails
+    inside the convolutions under ``MultiWorkerMirroredStrategy``. The weights are
+    identical on every worker, so every worker computes the same numbers.
+    """
+
+    def __init__(self, dataset: tf.data.Dataset, every: int):
+        super().__init__()
+        self.dataset = dataset
+        self.every = every
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None or (epoch + 1) % self.every:
+            return
+        scores = validation_scores(self.model.generator, self.dataset)
+        logs["val_psnr"], logs["val_ssim"] = scores["psnr"], scores["ssim"]
+
+
 class _Checkpointer(keras.callbacks.Callback):
     """Saves generator + optimizer + epoch with ``tf.train.CheckpointManager`` after each
     epoch (TensorFlow writes the checkpoint index last, so an interrupted save is never
@@ -372,16 +379,27 @@ def _inference_function(model: keras.Model):
     return infer
 
 
-def evaluate_psnr(model: keras.Model, dataset: tf.data.Dataset) -> tuple[float, float]:
-    """Mean PSNR of the blurry input and of the (clamped) model output against the sharp
-    images of a ``(blur, sharp)`` dataset (frames or clips)."""
+def validation_scores(model: keras.Model, dataset: tf.data.Dataset) -> dict[str, float]:
+    """Mean PSNR of the blurry input, and mean PSNR and SSIM of the (clamped) model
+    output, against the sharp images of a ``(blur, sharp)`` dataset of frames or clips.
+
+    Returns:
+        ``{"blurry_psnr", "psnr", "ssim"}``, means over all frames.
+    """
     infer = _inference_function(model)
-    before, after = [], []
+    blurry, scores, similarity = [], [], []
     for blur, sharp in dataset:
         out = tf.clip_by_value(tf.cast(infer(blur), tf.float32), 0.0, 1.0)
-        before.extend(np.ravel(psnr(blur, sharp)))
-        after.extend(np.ravel(psnr(out, sharp)))
-    return float(np.mean(before)), float(np.mean(after))
+        sharp = tf.cast(sharp, tf.float32)
+        frames = tf.concat([[-1], tf.shape(sharp)[-3:-1], [3]], axis=0)  # clips -> frames
+        blurry.extend(np.ravel(psnr(blur, sharp)))
+        scores.extend(np.ravel(psnr(out, sharp)))
+        similarity.extend(np.ravel(ssim(tf.reshape(out, frames), tf.reshape(sharp, frames))))
+    return {
+        "blurry_psnr": float(np.mean(blurry)),
+        "psnr": float(np.mean(scores)),
+        "ssim": float(np.mean(similarity)),
+    }
 
 
 def make_datasets(settings: Mapping[str, Any], root, config: TrainConfig, batch_size: int):
@@ -516,15 +534,16 @@ def train(config: TrainConfig) -> dict[str, Any]:
     elif config.resume:
         print(f"--resume: no checkpoint in {ckpt_dir}; starting from scratch.")
 
-    before_psnr, start_psnr = evaluate_psnr(generator, val_ds)
+    start_scores = validation_scores(generator, val_ds)
+    every = max(1, config.validate_every)
     callbacks = [
         _NonFiniteLossStop(),
+        _Validation(val_ds, every),
         _Checkpointer(manager, epoch_var, out_dir / "best.keras", is_chief),
     ]
     callbacks.append(_Throughput(batch_size))
     if is_chief:
         samples = list(val_ds.take(3))
-        every = max(1, config.validate_every)
         callbacks.append(_ImageLogger(out_dir / "logs", samples, every))
         callbacks.append(keras.callbacks.TensorBoard(str(out_dir / "logs"), update_freq="epoch"))
     start = time.perf_counter()
@@ -533,8 +552,6 @@ def train(config: TrainConfig) -> dict[str, Any]:
         epochs=epochs,
         initial_epoch=initial_epoch,
         steps_per_epoch=steps_per_epoch,
-        validation_data=val_ds,
-        validation_freq=max(1, config.validate_every),
         shuffle=False,  # the tf.data pipeline shuffles
         callbacks=callbacks,
         verbose=config.verbose,
@@ -550,19 +567,20 @@ def train(config: TrainConfig) -> dict[str, Any]:
     final_path = out_dir / "final.keras"
     if is_chief:
         save_model_atomic(final_model, final_path)
-    _, after_psnr = evaluate_psnr(final_model, val_ds)
+    final_scores = validation_scores(final_model, val_ds)
     summary = {
         "weights_sha256": _weights_digest(final_model),
         "model": config.model,
-        "final_model": str(final_path),
+        "final_model": str(final_path) if is_chief else None,  # the chief writes it
         "epochs": epochs,
         "steps_per_epoch": steps_per_epoch,
         "replicas": replicas,
         "seconds": seconds,
         "history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
-        "val_psnr_blurry": before_psnr,
-        "val_psnr_untrained": start_psnr,
-        "val_psnr_trained": after_psnr,
+        "val_psnr_blurry": start_scores["blurry_psnr"],
+        "val_psnr_untrained": start_scores["psnr"],
+        "val_psnr_trained": final_scores["psnr"],
+        "val_ssim_trained": final_scores["ssim"],
     }
     if is_chief:
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
