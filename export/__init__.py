@@ -3,8 +3,10 @@
 One module per format, sharing one input signature (:mod:`export.signature`), one
 preparation step that switches layers to their export formulation
 (:mod:`export.prepare`) and one verification step (:mod:`export.verify`) that runs
-every artifact in its deployment runtime on real images and raises
-:class:`ExportVerificationError` when it disagrees with the Keras model::
+every artifact in its deployment runtime on real images, before it replaces anything at
+the destination, and raises :class:`ExportVerificationError` when it disagrees with the
+Keras model. The artifacts are run by :mod:`tfdeblur.inference`'s runners, the same ones
+``tfdeblur deblur`` and ``tfdeblur bench`` use (:func:`load_artifact` is an alias)::
 
     import tfdeblur, export
 
@@ -28,8 +30,7 @@ from export.verify import (
     load_image_pairs,
     verify,
 )
-
-FORMATS = ("saved_model", "keras", "tflite", "onnx")
+from tfdeblur.inference import FORMATS
 
 __all__ = [
     "EXPORT_OVERRIDES_ATTR",

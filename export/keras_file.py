@@ -12,10 +12,7 @@ the fastest).
 
 from __future__ import annotations
 
-import pathlib
-
-from export.result import ExportResult, check_output_path, finish
-from tfdeblur.fileio import atomic_path
+from export.result import ExportResult, check_output_path, write_verified
 
 
 def keras_file(
@@ -31,9 +28,11 @@ def keras_file(
 
     Args:
         model: a Keras model.
-        path: output file, ending with ``.keras`` (replaced if it exists).
+        path: output file, ending with ``.keras`` (lower case: Keras refuses other
+            suffixes); an existing file is replaced once the new one is verified.
         verify: reload it with ``keras.models.load_model(path, safe_mode=True)``, run it on
-            ``images`` and raise :class:`export.ExportVerificationError` if it disagrees.
+            ``images`` and raise :class:`export.ExportVerificationError` if it disagrees
+            (an existing file at ``path`` is then left as it was).
         images: verification images (see :func:`export.verify.load_image_pairs`).
         crop: ``(H, W)`` centre crop of the verification images.
         verbose: print what was written and the verification summary.
@@ -41,10 +40,8 @@ def keras_file(
     Returns:
         :class:`export.ExportResult`.
     """
-    path = check_output_path(path, ".keras")
-    with atomic_path(path) as tmp:
-        model.save(tmp)
-    return finish(
-        model, pathlib.Path(path), "keras", "none", [],
+    path = check_output_path(path, "keras")
+    return write_verified(
+        model, path, model.save, "keras",
         verify_images=images, do_verify=verify, verbose=verbose, crop=crop,
     )  # fmt: skip

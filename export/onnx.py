@@ -32,9 +32,8 @@ import os
 import numpy as np
 
 from export.prepare import prepare_for_export
-from export.result import ExportResult, check_output_path, finish
+from export.result import ExportResult, check_output_path, write_verified
 from export.signature import input_signature, parse_input_size, serving_function
-from tfdeblur.fileio import atomic_path
 
 DEFAULT_OPSET = 17
 
@@ -127,12 +126,14 @@ def onnx(
 
     Args:
         model: a Keras model (one float32 image or clip input).
-        path: output file ending with ``.onnx``.
+        path: output file ending with ``.onnx``; an existing file is replaced once the
+            new one is verified.
         opset: ONNX opset. Default 17.
         input_size: ``(H, W)`` to fix the spatial size; None (default) keeps batch, H
             and W dynamic.
         verify: run the file with onnxruntime on ``images`` and raise
-            :class:`export.ExportVerificationError` if it disagrees with Keras.
+            :class:`export.ExportVerificationError` if it disagrees with Keras (an
+            existing file at ``path`` is then left as it was).
         images: verification images (see :func:`export.verify.load_image_pairs`).
         crop: ``(H, W)`` centre crop of the verification images (``input_size`` if set).
         verbose: print switched layers, what was written and the verification summary.
@@ -142,14 +143,16 @@ def onnx(
     """
     if not isinstance(opset, int) or opset < 13:
         raise ValueError(f"opset must be an int >= 13, got {opset!r}.")
-    path = check_output_path(path, ".onnx")
+    path = check_output_path(path, "onnx")
     input_size = parse_input_size(input_size)
     tf2onnx = _import_tf2onnx()
     prepared, switches = prepare_for_export(model, verbose=verbose)
     spec = input_signature(prepared, batch_size=None, input_size=input_size)
-    with atomic_path(path) as tmp:
+
+    def write(tmp):
         _convert(tf2onnx, serving_function(prepared, spec), spec, opset, str(tmp))
-    return finish(
-        model, path, "onnx", "none", switches,
+
+    return write_verified(
+        model, path, write, "onnx", "none", switches,
         verify_images=images, do_verify=verify, verbose=verbose, crop=crop or input_size,
     )  # fmt: skip

@@ -1,13 +1,16 @@
-"""What every exporter returns, and the verification step they share."""
+"""What every exporter returns, and the write-verify-replace step they share."""
 
 from __future__ import annotations
 
 import dataclasses
 import os
 import pathlib
+from collections.abc import Callable
 
 from export.prepare import LayerSwitch
 from export.verify import VerificationReport, verify
+from tfdeblur.fileio import atomic_path
+from tfdeblur.inference import check_suffix
 
 
 def artifact_size(path) -> int:
@@ -49,40 +52,73 @@ class ExportResult:
         }
 
 
-def finish(
+def write_verified(
     model,
     path,
+    write: Callable[[pathlib.Path], None],
     format: str,
-    quantization: str,
-    switches,
+    quantization: str = "none",
+    switches=(),
     *,
-    verify_images,
-    do_verify: bool,
-    verbose: bool,
+    directory: bool = False,
+    verify_images=None,
+    do_verify: bool = True,
+    verbose: bool = True,
     crop=None,
 ) -> ExportResult:
-    """Verify the written artifact (raising on disagreement) and build the result."""
+    """Write an artifact beside ``path``, verify it there, and only then move it into place.
+
+    ``write(tmp)`` writes the artifact at ``tmp``, a temporary path beside ``path`` with
+    the same suffix (see :func:`tfdeblur.fileio.atomic_path`). Verification runs on
+    ``tmp``; only an artifact that passes replaces ``path``, so a failed export
+    (:class:`export.ExportVerificationError`, or any error while writing) leaves what was
+    at ``path`` as it was, e.g. a good earlier export.
+
+    Args:
+        model: the Keras model the artifact comes from (verification's reference).
+        path: the destination file (or directory with ``directory=True``).
+        write: writes the artifact at the path it is given.
+        format: one of :data:`tfdeblur.inference.FORMATS`.
+        quantization: TFLite quantization, ``none`` elsewhere.
+        switches: layers switched to their export formulation.
+        directory: the artifact is a directory (SavedModel).
+        verify_images: verification images (see :func:`export.verify.load_image_pairs`).
+        do_verify: verify (else the artifact is moved into place unchecked).
+        verbose: print the verification summary and what was written.
+        crop: ``(H, W)`` centre crop of the verification images.
+
+    Returns:
+        :class:`ExportResult` with the final ``path``.
+    """
     path = pathlib.Path(path)
-    if verbose:
-        print(f"export: wrote {format} artifact {os.fspath(path)} ({artifact_size(path):,} bytes)")
     report = None
-    if do_verify:
-        report = verify(
-            model,
-            path,
-            verify_images,
-            format=format,
-            quantization=quantization,
-            crop=crop,
-            verbose=verbose,
-        )
-    return ExportResult(path, format, quantization, artifact_size(path), list(switches), report)
+    with atomic_path(path, directory=directory) as tmp:
+        write(tmp)
+        size = artifact_size(tmp)
+        if do_verify:
+            report = verify(
+                model,
+                tmp,
+                verify_images,
+                format=format,
+                quantization=quantization,
+                crop=crop,
+                verbose=verbose,
+                report_path=path,
+            )
+    if verbose:
+        print(f"export: wrote {format} artifact {os.fspath(path)} ({size:,} bytes)")
+    return ExportResult(path, format, quantization, size, list(switches), report)
 
 
-def check_output_path(path, suffix: str | None) -> pathlib.Path:
-    """``path`` as a Path with the format's suffix, its parent created."""
+def check_output_path(path, format: str) -> pathlib.Path:
+    """``path`` as a Path ending with the exact suffix of ``format``, its parent created.
+
+    Raises:
+        ValueError: another suffix, or the right one in other case (``.KERAS``), naming
+            the path (the rule of :func:`tfdeblur.inference.check_suffix`).
+    """
     path = pathlib.Path(path).expanduser()
-    if suffix is not None and path.suffix.lower() != suffix:
-        raise ValueError(f"output path must end with {suffix!r}, got {str(path)!r}.")
+    check_suffix(path, format)
     path.parent.mkdir(parents=True, exist_ok=True)
     return path

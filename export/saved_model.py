@@ -14,9 +14,8 @@ import pathlib
 
 import tensorflow as tf
 
-from export.result import ExportResult, finish
+from export.result import ExportResult, write_verified
 from export.signature import input_signature, parse_input_size, serving_function
-from tfdeblur.fileio import atomic_path
 
 
 class _Serving(tf.Module):
@@ -33,14 +32,31 @@ class _Serving(tf.Module):
         self.serve = serving_function(model, spec)
 
 
-def write_saved_model(model, directory, *, input_size=None) -> pathlib.Path:
-    """Write ``model`` as a SavedModel without verifying it (see :func:`saved_model`)."""
+def check_replaceable(directory) -> pathlib.Path:
+    """``directory`` as a Path, checked to be safe for a SavedModel export to replace.
+
+    An export replaces a SavedModel (a directory with ``saved_model.pb``) or an empty
+    directory; anything else at the destination is the user's (``-o deploy/`` holding
+    other files), and replacing it would delete it.
+
+    Raises:
+        ValueError: ``directory`` is a file, or a non-empty directory without
+            ``saved_model.pb``; the message names it.
+    """
     directory = pathlib.Path(directory).expanduser()
-    spec = input_signature(model, batch_size=None, input_size=input_size)
-    module = _Serving(model, spec)
-    # Written beside the target and moved into place: no half-written SavedModel.
-    with atomic_path(directory, directory=True) as tmp:
-        tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve})
+    if directory.is_dir():
+        if (directory / "saved_model.pb").is_file() or not any(directory.iterdir()):
+            return directory
+        raise ValueError(
+            f"SavedModel output {str(directory)!r} is a non-empty directory without "
+            "saved_model.pb; refusing to replace it (and delete its files). Choose a new "
+            "directory, e.g. -o deploy/lcnet_savedmodel."
+        )
+    if directory.exists() or directory.is_symlink():
+        raise ValueError(
+            f"SavedModel output {str(directory)!r} is a file, not a directory; refusing to "
+            "replace it. Choose a directory path."
+        )
     return directory
 
 
@@ -58,11 +74,14 @@ def saved_model(
 
     Args:
         model: a Keras model (one float32 image or clip input).
-        directory: output directory (replaced if it exists).
+        directory: output directory. An existing SavedModel (or empty directory) there
+            is replaced once the new one is verified; any other existing file or
+            non-empty directory is refused (see :func:`check_replaceable`).
         input_size: ``(H, W)`` to fix the spatial size; None (default) keeps batch, H and
             W dynamic.
         verify: run the artifact with ``tf.saved_model.load`` on ``images`` and raise
-            :class:`export.ExportVerificationError` if it disagrees with Keras.
+            :class:`export.ExportVerificationError` if it disagrees with Keras (an
+            existing SavedModel at ``directory`` is then left as it was).
         images: verification images (see :func:`export.verify.load_image_pairs`; default
             the demo dataset's test split).
         crop: ``(H, W)`` centre crop of the verification images.
@@ -70,10 +89,19 @@ def saved_model(
 
     Returns:
         :class:`export.ExportResult`.
+
+    Raises:
+        ValueError: the destination is not replaceable (see :func:`check_replaceable`).
     """
     input_size = parse_input_size(input_size)
-    path = write_saved_model(model, directory, input_size=input_size)
-    return finish(
-        model, path, "saved_model", "none", [],
+    directory = check_replaceable(directory)
+    spec = input_signature(model, batch_size=None, input_size=input_size)
+    module = _Serving(model, spec)
+
+    def write(tmp):
+        tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve})
+
+    return write_verified(
+        model, directory, write, "saved_model", directory=True,
         verify_images=images, do_verify=verify, verbose=verbose, crop=crop or input_size,
     )  # fmt: skip

@@ -32,8 +32,9 @@ Quantization:
 * ``"dynamic"``: int8 weights of the large tensors, float activations (about 4x smaller
   weights, no calibration).
 * ``"int8"``: full integer, weights and activations int8, calibrated on
-  ``representative_data``; input and output ``uint8`` (default), ``int8`` or
-  ``float32`` (``io_type``).
+  ``representative_data`` (random crops: 256 px squares for a dynamic-size model,
+  crops of the input size itself for a fixed-size one); input and output ``uint8``
+  (default), ``int8`` or ``float32`` (``io_type``).
 
 Float pre/post-processing of an int8 model. A quantized input/output tensor holds
 ``q`` with ``x = (q - zero_point) * scale``, its ``scale`` and ``zero_point`` read from
@@ -64,9 +65,9 @@ import numpy as np
 import tensorflow as tf
 
 from export.prepare import prepare_for_export
-from export.result import ExportResult, check_output_path, finish
+from export.result import ExportResult, check_output_path, write_verified
 from export.signature import input_signature, model_input, parse_input_size, serving_function
-from tfdeblur.fileio import write_bytes_atomic
+from tfdeblur.fileio import write_bytes_synced
 
 QUANTIZATIONS = ("none", "float16", "dynamic", "int8")
 IO_TYPES = {"uint8": tf.uint8, "int8": tf.int8, "float32": tf.float32}
@@ -92,27 +93,32 @@ def _weights_digest(model) -> str:
     return digest.hexdigest()
 
 
-# One-entry cache of the last (model, input size, weights) -> (prepared model, switches,
-# frozen function): exporting one model to several quantizations traces it once. Keyed
-# on a digest of the weights, so a model trained further is traced again.
-_FROZEN_CACHE: dict = {}
+# Cache of the last exported model: (input size, weights digest) -> (its switched copy or
+# None, switches, frozen function). Exporting one model to several quantizations then
+# prepares and traces it once; the digest of the weights makes a model trained further be
+# traced again. Weakly keyed, and no value refers to the model itself (None stands for
+# "the model, nothing switched"; a frozen function holds constants, not the model), so
+# the entry goes away with the model instead of keeping it alive. One model at a time:
+# the cache is cleared before each new entry.
+_FROZEN_CACHE: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()
 
 
 def _prepared_and_frozen(model, input_size, verbose: bool):
     key = (input_size, _weights_digest(model))
-    cached = _FROZEN_CACHE.get("entry")
-    if cached is not None and cached[0]() is model and cached[1] == key:
-        prepared, switches, frozen = cached[2]
+    cached = _FROZEN_CACHE.get(model)
+    if cached is not None and cached[0] == key:
+        _, rebuilt, switches, frozen = cached
         if verbose and switches:
             print(f"export: using {len(switches)} export-formulation switch(es) of {model.name!r}:")
             for switch in switches:
                 print(f"  {switch}")
-        return prepared, switches, frozen
+        return (model if rebuilt is None else rebuilt), switches, frozen
     prepared, switches = prepare_for_export(model, verbose=verbose)
     frozen = frozen_function(
         prepared, input_signature(prepared, batch_size=1, input_size=input_size)
     )
-    _FROZEN_CACHE["entry"] = (weakref.ref(model), key, (prepared, switches, frozen))
+    _FROZEN_CACHE.clear()
+    _FROZEN_CACHE[model] = (key, None if prepared is model else prepared, switches, frozen)
     return prepared, switches, frozen
 
 
@@ -137,8 +143,19 @@ def _cover(image: np.ndarray, height: int, width: int) -> np.ndarray:
     return tf.image.resize(image, size, method="bilinear").numpy().clip(0, 1)
 
 
-def _pipeline_images(spec, num_samples: int, patch_size: int, seed: int) -> list[np.ndarray]:
-    """``num_samples`` random ``patch_size`` crops from the training pipeline of ``spec``."""
+def _pipeline_images(
+    spec, num_samples: int, patch_size: int, seed: int, crop=None
+) -> list[np.ndarray]:
+    """``num_samples`` random blurry crops from the dataset ``spec`` (its train split).
+
+    Dynamic-size models (``crop`` None): ``patch_size`` squares from the training pipeline
+    (:func:`tfdeblur.data.train_dataset`) without augmentation. Fixed-size models: random
+    ``crop = (h, w)`` windows, the model's own input size, of full frames read by
+    :func:`tfdeblur.data.eval_dataset` (the same decoding; the training pipeline crops
+    squares only), so calibration sees the content at the scale it will be deployed at.
+    A frame smaller than ``crop`` is returned whole, and :func:`representative_dataset`
+    upscales it and says so.
+    """
     from tfdeblur import data
 
     root = data.resolve_data(spec)
@@ -146,17 +163,30 @@ def _pipeline_images(spec, num_samples: int, patch_size: int, seed: int) -> list
         pairs = data.find_pairs(root, "train")
     except FileNotFoundError:
         pairs = data.find_pairs(root, "test")
-    data.validate_pairs(pairs, min_size=patch_size)
-    dataset = data.train_dataset(
-        pairs,
-        batch_size=1,
-        patch_size=patch_size,
-        flip=False,
-        rotate=False,
-        channel_shuffle=False,
-        seed=seed,
-    )
-    return [blur[0].numpy() for blur, _ in dataset.take(num_samples)]
+    if crop is None:
+        data.validate_pairs(pairs, min_size=patch_size)
+        dataset = data.train_dataset(
+            pairs,
+            batch_size=1,
+            patch_size=patch_size,
+            flip=False,
+            rotate=False,
+            channel_shuffle=False,
+            seed=seed,
+        )
+        return [blur[0].numpy() for blur, _ in dataset.take(num_samples)]
+    data.validate_pairs(pairs)
+    rng = np.random.default_rng(seed)
+    order = rng.permutation(len(pairs))
+    chosen = [pairs[order[i % len(pairs)]] for i in range(num_samples)]
+    images = []
+    for blur, _ in data.eval_dataset(chosen):
+        frame = blur[0].numpy()
+        h, w = min(crop[0], frame.shape[0]), min(crop[1], frame.shape[1])
+        top = int(rng.integers(0, frame.shape[0] - h + 1))
+        left = int(rng.integers(0, frame.shape[1] - w + 1))
+        images.append(frame[top : top + h, left : left + w])
+    return images
 
 
 def representative_dataset(
@@ -178,10 +208,13 @@ def representative_dataset(
             arrays, a ``tf.data.Dataset`` of images or ``(blurry, sharp)`` batches, or
             a callable returning such an iterable.
         num_samples: calibration samples. Default 32.
-        patch_size: side of the crops taken from a dataset folder. Default 256.
-        input_size: ``(H, W)`` of a fixed-shape model; samples are centre crops of that
-            size, from images first upscaled (bilinear) where smaller (calibration needs
-            activation ranges, which upscaled content preserves).
+        patch_size: side of the crops taken from a dataset folder for a dynamic-size
+            model. Default 256.
+        input_size: ``(H, W)`` of a fixed-shape model; samples are crops of that size
+            (random ones from a dataset folder, centre crops of given images). An image
+            smaller than that is upscaled (bilinear) to cover it first, with a warning
+            saying how many were (calibration needs activation ranges, which upscaled
+            content roughly preserves, but sharper content calibrates better).
         seed: crop seed.
 
     Returns:
@@ -195,7 +228,8 @@ def representative_dataset(
     extra = CLIP_SHIFT * (CLIP_LENGTH - 1) if video else 0
     size = parse_input_size(input_size)
     if isinstance(data, (str, os.PathLike)):
-        images = _pipeline_images(data, num_samples, patch_size, seed)
+        crop = None if size is None else (size[0], size[1] + extra)
+        images = _pipeline_images(data, num_samples, patch_size, seed, crop)
     else:
         source = data() if callable(data) and not isinstance(data, tf.data.Dataset) else data
         images = []
@@ -210,6 +244,7 @@ def representative_dataset(
     if not images:
         raise ValueError("representative_data gave no images.")
     crops = []
+    upscaled = 0
     for i, image in enumerate(images):
         if image.ndim != 3 or min(image.shape) < 1:
             raise ValueError(
@@ -217,10 +252,20 @@ def representative_dataset(
                 f"shape {image.shape}."
             )
         if size is not None:
+            upscaled += image.shape[0] < size[0] or image.shape[1] < size[1] + extra
             image = _cover(image, size[0], size[1] + extra)
         h, w = image.shape[:2]
         crop = size if size is not None else (h, w - extra)
         crops.append(make_samples(model, [image], crop=crop)[0].x)
+    if upscaled:
+        warnings.warn(
+            f"int8 calibration: {upscaled} of {len(images)} calibration images are smaller "
+            f"than the input size {size[0]}x{size[1] + extra}"
+            f"{' (the clip takes a wider window)' if extra else ''}; they were upscaled "
+            "(bilinear) to cover it. Calibrate on images at least that large for the best "
+            "int8 ranges.",
+            stacklevel=2,
+        )
 
     def generate():
         for x in crops:
@@ -382,7 +427,8 @@ def tflite(
 
     Args:
         model: a Keras model (one float32 image or clip input).
-        path: output file ending with ``.tflite``.
+        path: output file ending with ``.tflite``; an existing file is replaced once the
+            new one is verified.
         quantization: ``"none"``, ``"float16"``, ``"dynamic"`` or ``"int8"``.
         representative_data: int8 calibration data, required for ``"int8"``: ``"demo"``,
             a dataset folder, or images (see :func:`representative_dataset`).
@@ -393,10 +439,12 @@ def tflite(
             ``"float32"`` (quantize/dequantize inside the model).
         num_calibration_samples: calibration samples for int8. Default 32.
         calibration_patch_size: side of the calibration crops taken from a dataset
-            folder (dynamic-size models). Default 256.
+            folder for dynamic-size models (fixed-size ones calibrate on crops of
+            ``input_size``). Default 256.
         verify: run the file with the LiteRT interpreter on ``images`` and raise
             :class:`export.ExportVerificationError` if it disagrees with Keras beyond the
-            tolerance of its quantization.
+            tolerance of its quantization (an existing file at ``path`` is then left as
+            it was).
         images: verification images (see :func:`export.verify.load_image_pairs`).
         crop: ``(H, W)`` centre crop of the verification images (``input_size`` if set).
         verbose: print switched layers, what was written and the verification summary.
@@ -404,7 +452,7 @@ def tflite(
     Returns:
         :class:`export.ExportResult`.
     """
-    path = check_output_path(path, ".tflite")
+    path = check_output_path(path, "tflite")
     input_size = parse_input_size(input_size)
     prepared, switches, frozen = _prepared_and_frozen(model, input_size, verbose)
     content = convert(
@@ -417,8 +465,8 @@ def tflite(
         calibration_patch_size=calibration_patch_size,
         frozen=frozen,
     )
-    write_bytes_atomic(path, content)
-    return finish(
-        model, path, "tflite", quantization, switches,
-        verify_images=images, do_verify=verify, verbose=verbose, crop=crop or input_size,
+    return write_verified(
+        model, path, lambda tmp: write_bytes_synced(tmp, content), "tflite", quantization,
+        switches, verify_images=images, do_verify=verify, verbose=verbose,
+        crop=crop or input_size,
     )  # fmt: skip

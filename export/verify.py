@@ -1,9 +1,12 @@
 """Run an exported artifact on real images and compare it with the Keras model.
 
-Every exporter calls :func:`verify` after writing its artifact: the artifact runs in the
-runtime a user deploys it with (``tf.saved_model.load``, ``keras.models.load_model``
-with ``safe_mode=True``, the LiteRT interpreter of ``ai_edge_litert``, onnxruntime) on
-real blurry images, and the report gives, per image,
+Every exporter calls :func:`verify` on its artifact before moving it into place (a
+failing artifact never replaces the file or folder at the destination): the artifact
+runs in the runtime a user deploys it with (``tf.saved_model.load``,
+``keras.models.load_model`` with ``safe_mode=True``, the LiteRT interpreter of
+``ai_edge_litert``, onnxruntime), through the runners of :mod:`tfdeblur.inference` (the
+same code ``tfdeblur deblur`` and ``tfdeblur bench`` run), on real blurry images, and the
+report gives, per image,
 
 * PSNR of the artifact's output against the Keras model's output (unclamped outputs;
   peak: the Keras output's dynamic range ``max - min``, at least 1): the agreement,
@@ -45,8 +48,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from export.signature import as_model_input, first_output, model_input
-
-FORMATS = ("saved_model", "keras", "tflite", "onnx")
+from tfdeblur.inference import Runner, TFLiteRunner, detect_format, load_runner
 
 TOLERANCES_DB = {
     ("saved_model", "none"): 45.0,
@@ -90,143 +92,20 @@ def psnr(prediction: np.ndarray, target: np.ndarray, data_range: float = 1.0) ->
     return math.inf if mse == 0 else 10.0 * math.log10(data_range**2 / mse)
 
 
-def detect_format(path) -> str:
-    """``saved_model`` (a directory with ``saved_model.pb``), ``keras``, ``tflite`` or ``onnx``."""
-    path = pathlib.Path(path)
-    if path.is_dir():
-        if (path / "saved_model.pb").is_file():
-            return "saved_model"
-        raise ValueError(f"{str(path)!r} is a directory without saved_model.pb.")
-    if not path.exists():
-        raise FileNotFoundError(f"Artifact not found: {str(path)!r}")
-    suffix = path.suffix.lower()
-    formats = {".keras": "keras", ".tflite": "tflite", ".onnx": "onnx"}
-    if suffix not in formats:
-        raise ValueError(f"cannot tell the format of {str(path)!r} (use .keras, .tflite, .onnx).")
-    return formats[suffix]
+def load_artifact(path, format: str | None = None, num_threads: int | None = None) -> Runner:
+    """The artifact at ``path`` as a :class:`tfdeblur.inference.Runner`.
 
+    A thin alias of :func:`tfdeblur.inference.load_runner` for exported artifacts (a
+    file or SavedModel directory, never a registry name): ``runner.run_batch(x)`` maps
+    float32 ``(1, ..., 3)`` to float32, quantized TFLite inputs/outputs mapped with the
+    interpreter's scale and zero point.
 
-# --------------------------------------------------------------------------- runners
-
-
-def _saved_model_runner(path):
-    import tensorflow as tf
-
-    loaded = tf.saved_model.load(str(path))
-    serve = loaded.signatures["serving_default"]
-    input_name = next(iter(serve.structured_input_signature[1]))
-
-    def run(x):
-        outputs = serve(**{input_name: tf.constant(x)})
-        return np.asarray(next(iter(outputs.values())))
-
-    run.loaded = loaded  # keep the restored variables alive
-    return run
-
-
-def _keras_runner(path):
-    import keras
-
-    import tfdeblur  # noqa: F401  (registers the custom layers)
-
-    model = keras.models.load_model(path, safe_mode=True)
-    return lambda x: np.asarray(first_output(model(x, training=False)))
-
-
-def _onnx_runner(path, num_threads=None):
-    try:
-        import onnxruntime as ort
-    except ImportError as err:  # pragma: no cover - depends on the installation
-        raise ImportError(
-            "Running ONNX artifacts needs onnxruntime: pip install 'tfdeblur[export]'."
-        ) from err
-    options = ort.SessionOptions()
-    if num_threads:
-        options.intra_op_num_threads = int(num_threads)
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    input_name = session.get_inputs()[0].name
-    return lambda x: session.run(None, {input_name: x})[0]
-
-
-def tflite_interpreter(path_or_bytes, num_threads=None, default_delegates: bool = True):
-    """A LiteRT interpreter (``ai_edge_litert``, the runtime users install from PyPI).
-
-    ``default_delegates=False`` runs the reference kernels without the XNNPACK delegate
-    (which the interpreter applies by default on CPU), to tell a delegate bug from a
-    conversion bug.
+    Raises:
+        FileNotFoundError: nothing at ``path``.
     """
-    try:
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
-    except ImportError as err:  # pragma: no cover - depends on the installation
-        raise ImportError(
-            "Running TFLite artifacts needs the LiteRT interpreter: pip install ai-edge-litert "
-            "(or 'tfdeblur[export]')."
-        ) from err
-    kwargs = {"num_threads": num_threads} if num_threads else {}
-    if not default_delegates:
-        kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    if isinstance(path_or_bytes, (bytes, bytearray)):
-        return Interpreter(model_content=bytes(path_or_bytes), **kwargs)
-    return Interpreter(model_path=str(path_or_bytes), **kwargs)
-
-
-def quantize_input(x: np.ndarray, detail: dict) -> np.ndarray:
-    """Float input -> the interpreter's input dtype: ``q = round(x / scale) + zero_point``."""
-    dtype = np.dtype(detail["dtype"])
-    if dtype.kind == "f":
-        return x.astype(dtype)
-    scale, zero_point = detail["quantization"]
-    info = np.iinfo(dtype)
-    q = np.round(x / scale) + zero_point
-    return np.clip(q, info.min, info.max).astype(dtype)
-
-
-def dequantize_output(y: np.ndarray, detail: dict) -> np.ndarray:
-    """The interpreter's output -> float: ``x = (q - zero_point) * scale``."""
-    if np.dtype(detail["dtype"]).kind == "f":
-        return y.astype(np.float32)
-    scale, zero_point = detail["quantization"]
-    return ((y.astype(np.float32) - zero_point) * scale).astype(np.float32)
-
-
-def _tflite_runner(path, num_threads=None, default_delegates: bool = True):
-    interpreter = tflite_interpreter(path, num_threads, default_delegates)
-    state = {"shape": None}
-
-    def run(x):
-        detail = interpreter.get_input_details()[0]
-        if state["shape"] != x.shape:
-            interpreter.resize_tensor_input(detail["index"], x.shape, strict=False)
-            interpreter.allocate_tensors()
-            state["shape"] = x.shape
-            detail = interpreter.get_input_details()[0]
-        interpreter.set_tensor(detail["index"], quantize_input(x, detail))
-        interpreter.invoke()
-        out = interpreter.get_output_details()[0]
-        return dequantize_output(interpreter.get_tensor(out["index"]), out)
-
-    run.interpreter = interpreter
-    return run
-
-
-def load_artifact(path, format: str | None = None, num_threads: int | None = None) -> Callable:
-    """A callable running the artifact: float32 ``(1, ..., 3)`` in, float32 out.
-
-    Quantized TFLite inputs/outputs are mapped with the scale and zero point the
-    interpreter reports (:func:`quantize_input`, :func:`dequantize_output`).
-    """
-    format = format or detect_format(path)
-    if not pathlib.Path(path).exists():
+    if not pathlib.Path(path).expanduser().exists():
         raise FileNotFoundError(f"Artifact not found: {str(path)!r}")
-    if format == "saved_model":
-        return _saved_model_runner(path)
-    if format == "keras":
-        return _keras_runner(path)
-    if format == "tflite":
-        return _tflite_runner(path, num_threads)
-    if format == "onnx":
-        return _onnx_runner(path, num_threads)
-    raise ValueError(f"format must be one of {FORMATS}, got {format!r}.")
+    return load_runner(path, format=format, num_threads=num_threads)
 
 
 # --------------------------------------------------------------------------- images
@@ -458,9 +337,10 @@ def verify(
     quantization: str = "none",
     tolerance: float | None = None,
     crop=None,
-    runner: Callable | None = None,
+    runner: Runner | Callable | None = None,
     raise_on_failure: bool = True,
     verbose: bool = False,
+    report_path=None,
 ) -> VerificationReport:
     """Run ``artifact`` and the Keras ``model`` on real images and compare them.
 
@@ -474,17 +354,23 @@ def verify(
         quantization: TFLite quantization (``none``, ``float16``, ``dynamic``, ``int8``).
         tolerance: minimum PSNR against Keras in dB; :data:`TOLERANCES_DB` if None.
         crop: ``(H, W)`` centre crop of the images, None for full images.
-        runner: a callable running the artifact (default :func:`load_artifact`).
+        runner: what runs the artifact: a :class:`tfdeblur.inference.Runner` or a
+            callable on model inputs (default :func:`load_artifact`).
         raise_on_failure: raise :class:`ExportVerificationError` when the artifact
             disagrees beyond the tolerance (else only ``report.passed`` is False).
         verbose: print the summary line.
+        report_path: the path the report and errors name (default ``artifact``); the
+            exporters verify a temporary file and name its final path.
 
     Returns:
         :class:`VerificationReport`.
     """
     format = format or detect_format(artifact)
     tol = tolerance_db(format, quantization) if tolerance is None else float(tolerance)
+    name = str(artifact if report_path is None else report_path)
     run = runner or load_artifact(artifact, format)
+    if isinstance(run, Runner):
+        run = run.run_batch
     results = []
     references = {}
     for sample in make_samples(model, images, crop=crop):
@@ -494,7 +380,7 @@ def verify(
         if output.shape != reference.shape:
             hint = _delegate_hint(artifact, format, runner, sample.x, reference, tol)
             raise ExportVerificationError(
-                f"{format} artifact {str(artifact)!r} returned shape {output.shape} for input "
+                f"{format} artifact {name!r} returned shape {output.shape} for input "
                 f"{sample.x.shape}; the Keras model returns {reference.shape}.{hint}"
             )
         # Peak: the Keras output's dynamic range, at least 1 (see the module docstring).
@@ -506,7 +392,7 @@ def verify(
             # Video samples compare the whole clip; the blurry clip has the same layout.
             result.blurry_psnr_vs_sharp = psnr(sample.x, sample.sharp)
         results.append(result)
-    report = VerificationReport(str(artifact), format, quantization or "none", tol, results)
+    report = VerificationReport(name, format, quantization or "none", tol, results)
     if verbose:
         print(report.summary())
     if raise_on_failure and not report.passed:
@@ -515,7 +401,7 @@ def verify(
         )
         hint = _delegate_hint(artifact, format, runner, *references[worst.name], tol)
         raise ExportVerificationError(
-            f"{format} artifact {str(artifact)!r} (quantization {quantization!r}) disagrees with "
+            f"{format} artifact {name!r} (quantization {quantization!r}) disagrees with "
             f"the Keras model: PSNR {worst.psnr_vs_keras:.2f} dB on {worst.name!r} "
             f"{worst.shape}, below the {tol:.1f} dB tolerance of its format.{hint}"
         )
@@ -527,7 +413,7 @@ def _delegate_hint(artifact, format, runner, x, reference, tol) -> str:
     if format != "tflite" or runner is not None:
         return ""
     try:
-        output = _tflite_runner(artifact, default_delegates=False)(x)
+        output = TFLiteRunner(artifact, default_delegates=False).run_batch(x)
     except Exception:  # the diagnosis must not hide the original error
         return ""
     if output.shape == reference.shape and psnr(output, reference) >= tol:

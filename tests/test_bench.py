@@ -43,6 +43,8 @@ def test_bench_cli_tiny(tmp_path, gopro_samples, capsys):
     results = json.loads(out.read_text())
     assert set(results) == {"machine", "settings", "models", "lc_formulations"}
     assert results["machine"]["cpu_count"] >= 1 and results["machine"]["tensorflow"]
+    assert results["machine"]["default_threads"] >= 1  # what the runners use (--threads unset)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["artifacts", "bench.json"]  # atomic
     assert results["settings"]["sizes"] == [[32, 32], [24, 40]]
 
     (entry,) = results["models"]

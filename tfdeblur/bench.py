@@ -13,11 +13,15 @@ Methods:
   take turns within each round, so a drifting machine load affects them alike. ``keras`` is
   the model's call traced once as a ``tf.function`` (graph mode, no XLA, the model's own
   formulation), ``saved_model`` its serving signature after ``tf.saved_model.load``,
-  ``tflite*`` ``interpreter.invoke()`` of the LiteRT interpreter (``ai_edge_litert``,
-  XNNPACK delegate, inputs set before the clock starts) on a file converted for that
-  input size (``input_size``, how a phone app deploys it; XNNPACK runs the whole static
-  graph), the dynamic-shape file's time kept as ``latency_ms_dynamic_shape``, ``onnx``
-  ``InferenceSession.run`` (CPU provider). Threads: every core unless ``threads``.
+  ``tflite*`` the LiteRT interpreter (``ai_edge_litert``, XNNPACK delegate; the int8
+  input quantized inside the timed call) on a file converted for that input size
+  (``input_size``, how a phone app deploys it; XNNPACK runs the whole static graph), the
+  dynamic-shape file's time kept as ``latency_ms_dynamic_shape``, ``onnx``
+  ``InferenceSession.run`` (providers of :func:`tfdeblur.inference.onnx_providers`: CUDA
+  if installed, else CPU). Every format runs through its :mod:`tfdeblur.inference`
+  runner's ``run_batch``, the code deployment and export verification run. Threads:
+  every core this process may use (:func:`tfdeblur.inference.default_num_threads`)
+  unless ``threads``.
   Video networks run a clip of 3 frames; their latency and GFLOPs are per frame.
 * GFLOPs: counted per operator of the float32 TFLite graph converted with the static
   input shape (every tensor shape known, the export formulation of every layer):
@@ -163,24 +167,21 @@ def _static_spec(model, size, clip_length: int):
 def count_gflops(model, size: tuple[int, int] = FLOPS_SIZE) -> dict:
     """GFLOPs of ``model`` per frame at ``size`` (H, W), counted on its TFLite graph.
 
+    The graph is the exporter's own float32 conversion (:func:`export.tflite.convert`,
+    builtin ops, export formulation of every layer) of the fully static input: batch 1,
+    ``size``, and for video networks a clip of :data:`export.verify.CLIP_LENGTH` frames.
+
     Returns:
         ``{"gflops": ..., "gflops_conv": ..., "size": [H, W], "frames": frames per call}``.
     """
-    import tensorflow as tf
-
     from export.prepare import prepare_for_export
-    from export.tflite import _quiet_converter, frozen_function
+    from export.tflite import convert, frozen_function
     from export.verify import CLIP_LENGTH
 
     prepared, _ = prepare_for_export(model)
     spec = _static_spec(prepared, size, CLIP_LENGTH)
     frames = spec.shape[1] if len(spec.shape) == 5 else 1
-    with _quiet_converter():
-        converter = tf.lite.TFLiteConverter.from_concrete_functions(
-            [frozen_function(prepared, spec)]
-        )
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        content = converter.convert()
+    content = convert(prepared, "none", frozen=frozen_function(prepared, spec))
     counts = count_tflite_flops(content)
     return {
         "gflops": counts["flops"] / frames / 1e9,
@@ -238,51 +239,23 @@ def _input(model, size, clip_length: int, seed: int = 0) -> np.ndarray:
 
 
 def _timer(fmt: str, model, path, x: np.ndarray, threads):
-    """A zero-argument callable running one synchronised inference of ``x``."""
-    import tensorflow as tf
+    """A zero-argument callable running one synchronised inference of ``x``.
 
-    from export.signature import input_signature, serving_function
-    from export.verify import quantize_input, tflite_interpreter
+    The artifact runs through its :mod:`tfdeblur.inference` runner's ``run_batch``, the
+    code export verification and ``tfdeblur deblur`` run: the call returns a NumPy array,
+    so the output is in host memory when the clock stops, and the time includes what an
+    application pays per frame (quantizing an int8 model's input, copying it in and
+    out). ``keras`` times the in-memory model in graph mode (traced on the first call,
+    a warm-up call).
+    """
+    from tfdeblur.inference import KerasRunner, load_runner
 
     backend, _ = _label(fmt)
-    threads = threads or os.cpu_count()  # the interpreters' own default may be 1 thread
     if backend == "keras":
-        serve = serving_function(model, input_signature(model))
-        tensor = tf.constant(x)
-        return lambda: serve(tensor)["deblurred"].numpy()
-    if backend == "saved_model":
-        loaded = tf.saved_model.load(str(path))
-        signature = loaded.signatures["serving_default"]
-        name = next(iter(signature.structured_input_signature[1]))
-        tensor = tf.constant(x)
-
-        def run_saved_model():
-            next(iter(signature(**{name: tensor}).values())).numpy()
-
-        run_saved_model.loaded = loaded
-        return run_saved_model
-    if backend == "tflite":
-        interpreter = tflite_interpreter(path, threads)
-        detail = interpreter.get_input_details()[0]
-        interpreter.resize_tensor_input(detail["index"], x.shape, strict=False)
-        interpreter.allocate_tensors()
-        detail = interpreter.get_input_details()[0]
-        interpreter.set_tensor(detail["index"], quantize_input(x, detail))
-        output = interpreter.get_output_details()[0]["index"]
-
-        def run_tflite():
-            interpreter.invoke()
-            interpreter.get_tensor(output)
-
-        return run_tflite
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    if threads:
-        options.intra_op_num_threads = int(threads)
-    session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    name = session.get_inputs()[0].name
-    return lambda: session.run(None, {name: x})
+        runner = KerasRunner(model, eager_first_call=False)
+    else:
+        runner = load_runner(path, format=backend, num_threads=threads)
+    return lambda: runner.run_batch(x)
 
 
 # --------------------------------------------------------------------------- LCBlock
@@ -369,12 +342,16 @@ class BenchConfig:
 
 
 def machine_info() -> dict:
+    """Where the numbers come from: platform, cores, threads the runners use, versions."""
     import tensorflow as tf
+
+    from tfdeblur.inference import default_num_threads
 
     info = {
         "platform": platform.platform(),
         "processor": platform.processor() or platform.machine(),
         "cpu_count": os.cpu_count(),
+        "default_threads": default_num_threads(),
         "python": platform.python_version(),
         "tensorflow": tf.__version__,
         "gpus": [d.name for d in tf.config.list_physical_devices("GPU")],
@@ -384,6 +361,12 @@ def machine_info() -> dict:
             info[module] = __import__(module).__version__
         except Exception:  # noqa: BLE001 - optional packages
             info[module] = None
+    try:
+        from tfdeblur.inference import onnx_providers
+
+        info["onnx_providers"] = onnx_providers()
+    except ImportError:  # onnxruntime not installed
+        info["onnx_providers"] = None
     return info
 
 

@@ -14,7 +14,16 @@ import os
 import pathlib
 import secrets
 import shutil
+import warnings
 from collections.abc import Iterator
+
+
+def _remove(path: pathlib.Path) -> None:
+    """Delete a file, a link or a directory tree (``rmtree`` alone skips files)."""
+    if path.is_dir() and not path.is_symlink():
+        shutil.rmtree(path)
+    else:
+        path.unlink()
 
 
 @contextlib.contextmanager
@@ -23,8 +32,11 @@ def atomic_path(path: str | os.PathLike, *, directory: bool = False) -> Iterator
 
     Args:
         path: the destination file (or directory, with ``directory=True``).
-        directory: the destination is a directory (e.g. a SavedModel); an existing one is
-            replaced only after the new one is complete.
+        directory: the destination is a directory (e.g. a SavedModel). Two renames
+            replace it, as a directory cannot be renamed over another one: whatever is at
+            ``path`` (directory or file) is first moved aside, the new directory moved into
+            place, and only then the old one deleted. If the second rename fails, the old
+            one is moved back, so ``path`` is never left empty.
 
     Yields:
         A path that does not exist yet, beside ``path``, with the same suffix (writers
@@ -37,29 +49,51 @@ def atomic_path(path: str | os.PathLike, *, directory: bool = False) -> Iterator
         yield tmp
         if directory:
             old = None
-            if path.exists():
+            if path.exists() or path.is_symlink():
                 old = path.with_name(f".{path.name}.{secrets.token_hex(6)}.old")
                 os.replace(path, old)
-            os.replace(tmp, path)
+            try:
+                os.replace(tmp, path)
+            except BaseException:
+                if old is not None:
+                    os.replace(old, path)  # put the previous artifact back
+                raise
             if old is not None:
-                shutil.rmtree(old, ignore_errors=True)
+                try:
+                    _remove(old)
+                except OSError as err:  # the new artifact is in place: do not fail for this
+                    warnings.warn(
+                        f"could not delete the replaced {str(path)!r} moved to {str(old)!r}: {err}",
+                        stacklevel=3,
+                    )
         else:
             os.replace(tmp, path)
     finally:
-        if tmp.is_dir():
+        if tmp.is_dir() and not tmp.is_symlink():
             shutil.rmtree(tmp, ignore_errors=True)
-        elif tmp.exists():
+        elif tmp.exists() or tmp.is_symlink():
             tmp.unlink()
+
+
+def write_bytes_synced(path: str | os.PathLike, data: bytes) -> pathlib.Path:
+    """Write ``data`` to ``path`` and flush it to disk (not atomic by itself).
+
+    Used on a temporary path of :func:`atomic_path`: the data is on disk before the rename
+    makes it visible, so a crash never leaves an empty file under the final name.
+    """
+    path = pathlib.Path(path)
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+    return path
 
 
 def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> pathlib.Path:
     """Write ``data`` to ``path`` atomically (flushed to disk before the rename)."""
     path = pathlib.Path(path)
     with atomic_path(path) as tmp:
-        with open(tmp, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
+        write_bytes_synced(tmp, data)
     return path
 
 

@@ -1,4 +1,40 @@
-"""Loading a model from a file or a registry name, and running it on one image."""
+"""Loading and running models of every format: the one implementation of model runners.
+
+A :class:`Runner` wraps a model in one of the :data:`FORMATS` and runs it two ways:
+
+* ``runner.run_batch(x)``: float32 ``(1, H, W, 3)`` (``(1, T, H, W, 3)`` for video networks)
+  in ``[0, 1]`` -> the network's unclamped float32 output in the same layout. Export
+  verification (:func:`export.verify`) and ``tfdeblur bench`` call this.
+* ``runner(image)``: one ``(H, W, 3)`` image -> ``(H, W, 3)``; deblurring, tiling and
+  evaluation (:mod:`tfdeblur.deblurring`) call this.
+
+Formats (:func:`detect_format` tells them apart, :func:`load_runner` loads any of them):
+
+* ``keras``: a ``.keras`` file (``keras.models.load_model(..., safe_mode=True)``), an
+  in-memory ``keras.Model`` or a registry name (untrained weights).
+* ``saved_model``: a directory holding ``saved_model.pb``, run through its
+  ``serving_default`` signature (what :func:`export.saved_model` writes).
+* ``tflite``: the LiteRT interpreter of ``ai_edge_litert`` (the runtime users install from
+  PyPI), with its default XNNPACK delegate unless ``default_delegates=False``.
+* ``onnx``: onnxruntime.
+
+Rules shared by every caller:
+
+* Suffixes are exact and lower case (:data:`SUFFIXES`): Keras saves and loads ``.keras``
+  only (``model.KERAS`` fails inside Keras), so ``.KERAS``, ``.TFLite`` etc. are refused
+  everywhere with a message to rename, rather than accepted by one tool and not another.
+* Threads: TFLite and onnxruntime runners use every core this process may use
+  (:func:`default_num_threads`) unless ``num_threads`` is given. LiteRT's own default may
+  run one thread, which would make deployment numbers (and ``tfdeblur bench``) misleading.
+* ONNX execution providers (:func:`onnx_providers`): CUDA when the onnxruntime
+  installation has it (``onnxruntime-gpu``), then CPU; the same rule as TensorFlow, which
+  uses a GPU when it finds one.
+* Quantized TFLite inputs and outputs are mapped with the scale and zero point the
+  interpreter reports (:func:`quantize_input`, :func:`dequantize_output`).
+* A model with a fixed input size (exported with ``input_size``/``--input-size``) raises
+  a ValueError naming the file, its size and the image's for any other size; it is not
+  resized (``runner.input_size`` tells callers such as the tiler the size to use).
+"""
 
 from __future__ import annotations
 
@@ -9,6 +45,86 @@ import warnings
 
 import keras
 import numpy as np
+
+#: Model formats a :class:`Runner` runs (``export`` writes the same four).
+FORMATS = ("saved_model", "keras", "tflite", "onnx")
+
+#: File suffix of each single-file format, matched exactly (a SavedModel is a directory).
+SUFFIXES = {"keras": ".keras", "tflite": ".tflite", "onnx": ".onnx"}
+
+
+def default_num_threads() -> int:
+    """CPU threads for TFLite / onnxruntime when none are given: all this process may use.
+
+    ``os.sched_getaffinity`` where it exists (a container or ``taskset`` limiting the
+    process sees its own share), else ``os.cpu_count()``.
+    """
+    if hasattr(os, "sched_getaffinity"):
+        return max(1, len(os.sched_getaffinity(0)))
+    return os.cpu_count() or 1
+
+
+def onnx_providers() -> list[str]:
+    """onnxruntime execution providers of every ONNX runner: CUDA if installed, then CPU."""
+    import onnxruntime as ort
+
+    available = ort.get_available_providers()
+    return [p for p in ("CUDAExecutionProvider", "CPUExecutionProvider") if p in available]
+
+
+def _suffix_error(path, expected: str) -> ValueError:
+    path = pathlib.Path(path)
+    hint = ""
+    if path.suffix.lower() == expected:
+        hint = (
+            f" (suffixes are lower case: Keras and the exporters match them exactly; rename it "
+            f"to {path.with_suffix(expected).name!r})"
+        )
+    return ValueError(f"path must end with {expected!r}{hint}, got {str(path)!r}.")
+
+
+def format_from_suffix(path) -> str | None:
+    """The format named by ``path``'s suffix (see :data:`SUFFIXES`), None for other suffixes.
+
+    Raises:
+        ValueError: a known suffix in other case (``.KERAS``), naming the path.
+    """
+    suffix = pathlib.Path(path).suffix
+    for fmt, expected in SUFFIXES.items():
+        if suffix == expected:
+            return fmt
+        if suffix.lower() == expected:
+            raise _suffix_error(path, expected)
+    return None
+
+
+def check_suffix(path, format: str) -> None:
+    """Raise a ValueError naming ``path`` unless it ends with ``SUFFIXES[format]`` exactly."""
+    if pathlib.Path(path).suffix != SUFFIXES[format]:
+        raise _suffix_error(path, SUFFIXES[format])
+
+
+def detect_format(path) -> str:
+    """``saved_model`` (a directory with ``saved_model.pb``), ``keras``, ``tflite`` or ``onnx``.
+
+    Raises:
+        FileNotFoundError: nothing at ``path``.
+        ValueError: a directory without ``saved_model.pb``, or an unknown suffix.
+    """
+    path = pathlib.Path(path).expanduser()
+    if path.is_dir():
+        if (path / "saved_model.pb").is_file():
+            return "saved_model"
+        raise ValueError(f"{str(path)!r} is a directory without saved_model.pb (no SavedModel).")
+    if not path.exists():
+        raise FileNotFoundError(f"Model file not found: {str(path)!r}")
+    fmt = format_from_suffix(path)
+    if fmt is None:
+        raise ValueError(
+            f"cannot tell the model format of {str(path)!r}: use a .keras, .tflite or .onnx "
+            "file or a SavedModel directory."
+        )
+    return fmt
 
 
 def load_model(spec: str | os.PathLike, preset: str | None = None) -> keras.Model:
@@ -21,13 +137,21 @@ def load_model(spec: str | os.PathLike, preset: str | None = None) -> keras.Mode
 
     Raises:
         FileNotFoundError: ``spec`` looks like a file path but does not exist.
+        ValueError: ``spec`` is a file of another format (use :func:`load_runner`), or
+            has an upper-case ``.KERAS`` suffix.
         KeyError: ``spec`` is neither a file nor a registered network.
     """
     import tfdeblur  # noqa: F401  (registers the custom layers)
     from tfdeblur import registry
 
-    path = pathlib.Path(spec)
-    if path.suffix == ".keras" or os.sep in str(spec):
+    path = pathlib.Path(spec).expanduser()
+    fmt = format_from_suffix(path)
+    if fmt not in (None, "keras"):
+        raise ValueError(
+            f"{str(spec)!r} is a {fmt} file; a Keras model is read from a .keras file "
+            f"(tfdeblur.inference.load_runner runs {fmt} files)."
+        )
+    if fmt == "keras" or os.sep in str(spec):
         if not path.is_file():
             raise FileNotFoundError(f"Model file not found: {path}")
         return keras.models.load_model(path, safe_mode=True)
@@ -48,52 +172,100 @@ def run_model(model: keras.Model, image: np.ndarray) -> np.ndarray:
     return np.asarray(out, dtype=np.float32)[0]
 
 
-# ---------------------------------------------------------------------------------------
-# Runners: one callable per model format, image (H, W, 3) float32 in, (H, W, 3) out
-# ---------------------------------------------------------------------------------------
+def _fixed_size(shape) -> tuple[int, int] | None:
+    """``(H, W)`` of an input shape whose spatial axes are both fixed, else None.
 
-#: Model file formats :func:`load_runner` reads, by extension.
-RUNNER_FORMATS = {".keras": "keras", ".tflite": "tflite", ".onnx": "onnx"}
+    Dynamic axes are None (Keras, TensorFlow), -1 (TFLite ``shape_signature``) or a name
+    (onnxruntime).
+    """
+    if shape is None or len(shape) < 4:
+        return None
+    dims = list(shape)[-3:-1]
+    if all(isinstance(d, (int, np.integer)) and d > 0 for d in dims):
+        return int(dims[0]), int(dims[1])
+    return None
+
+
+# ---------------------------------------------------------------------------------------
+# Runners
+# ---------------------------------------------------------------------------------------
 
 
 class Runner(abc.ABC):
-    """A loaded model as a function of one image.
+    """A loaded model: ``run_batch`` on model inputs, ``__call__`` on one image.
 
-    ``runner(image)`` maps a float32 ``(H, W, 3)`` image in ``[0, 1]`` to the network's
-    unclamped ``(H, W, 3)`` output, whatever the model format. A video network (input
-    ``(B, T, H, W, 3)``) is run on a one-frame clip; videos go through
-    :mod:`tfdeblur.deblurring`, which uses its recurrent path.
+    A video network (input ``(B, T, H, W, 3)``) is run on a one-frame clip by
+    ``__call__``; videos go through :mod:`tfdeblur.deblurring`, which uses its recurrent
+    path.
 
     Attributes:
-        kind: ``"keras"``, ``"tflite"`` or ``"onnx"``.
+        kind: the format, one of :data:`FORMATS`.
         name: the model's name (the registry name for registry models, the network name
-            stored in a ``.keras`` file, else the file stem).
+            stored in a ``.keras`` file, else the file or directory name).
         is_video: the model takes clips ``(B, T, H, W, 3)``.
         model: the Keras model (Keras runners only), else None.
+        path: the model file or directory, None for in-memory models.
+        input_size: ``(H, W)`` of a fixed-size model, None when any size runs.
     """
 
     kind = "keras"
 
-    def __init__(self, name: str, is_video: bool = False, model=None):
+    def __init__(
+        self,
+        name: str,
+        is_video: bool = False,
+        model=None,
+        *,
+        path=None,
+        input_size: tuple[int, int] | None = None,
+    ):
         self.name = name
         self.is_video = is_video
         self.model = model
+        self.path = None if path is None else pathlib.Path(path)
+        self.input_size = input_size
+
+    def run_batch(self, x: np.ndarray) -> np.ndarray:
+        """The model on ``x``: float32 ``(1, H, W, 3)`` or ``(1, T, H, W, 3)``, unclamped output.
+
+        Raises:
+            ValueError: ``x`` has the wrong rank, or another size than a fixed-size model's
+                (the message names the model file, its size and the input's).
+        """
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        rank = 5 if self.is_video else 4
+        if x.ndim != rank:
+            layout = "(B, T, H, W, 3)" if self.is_video else "(B, H, W, 3)"
+            raise ValueError(f"{self._label()} takes {layout} input, got shape {x.shape}.")
+        size = tuple(int(d) for d in x.shape[-3:-1])
+        if self.input_size is not None and size != self.input_size:
+            h, w = self.input_size
+            raise ValueError(
+                f"{self._label()} has a fixed input size {h}x{w} (exported with "
+                f"--input-size); the image is {size[0]}x{size[1]}. Run it on {h}x{w} inputs "
+                "(tiles of that size), or export the model without --input-size for any size."
+            )
+        return np.asarray(self._run(x), dtype=np.float32)
 
     def __call__(self, image: np.ndarray) -> np.ndarray:
+        """Deblur one float32 ``(H, W, 3)`` image in ``[0, 1]``; unclamped ``(H, W, 3)``."""
         image = _as_hwc(image)
         x = image[None, None] if self.is_video else image[None]
-        y = self._run(np.ascontiguousarray(x, dtype=np.float32))
-        y = np.asarray(y, dtype=np.float32)
+        y = self.run_batch(x)
         return y[0, 0] if self.is_video else y[0]
 
     @abc.abstractmethod
     def _run(self, x: np.ndarray) -> np.ndarray:
-        """The model on a float32 batch; subclasses run their format's engine."""
+        """The model on a checked float32 batch; subclasses run their format's engine."""
 
     @property
     def bytes_per_pixel(self) -> int | None:
         """Estimated working memory per input pixel (see :mod:`tfdeblur.tiling`), or None."""
         return None
+
+    def _label(self) -> str:
+        where = f" {str(self.path)!r}" if self.path is not None else f" {self.name!r}"
+        return f"{self.kind} model{where}"
 
     def __repr__(self) -> str:
         return f"<{type(self).__name__} {self.name!r}{' (video)' if self.is_video else ''}>"
@@ -115,17 +287,42 @@ class KerasRunner(Runner):
     traced as dynamic). Eager calls pay Python overhead on every layer, graph calls pay
     one trace: measured on a 2-core CPU, LCNet at 720p takes ~6 s eager, ~16 s for the
     trace + first graph call, then ~3 s per graph call; LCNet ``tiny`` on 256 x 256 tiles
-    1.0 s eager, 0.06 s in graph mode. ``graph=False`` always calls eagerly.
+    1.0 s eager, 0.06 s in graph mode.
+
+    Args:
+        model: the Keras model.
+        name: the runner's name (default the model's).
+        graph: use the ``tf.function``; False always calls eagerly.
+        eager_first_call: run the first call of each shape eagerly (the default, for a
+            one-off photo); False traces on the first call (``tfdeblur bench``, whose
+            warm-up calls then absorb the trace).
+        path: the ``.keras`` file the model came from, if any.
     """
 
     kind = "keras"
 
-    def __init__(self, model: keras.Model, name: str | None = None, graph: bool = True):
-        rank = len(model.inputs[0].shape) if getattr(model, "inputs", None) else 4
-        super().__init__(name or model.name, is_video=rank == 5, model=model)
+    def __init__(
+        self,
+        model: keras.Model,
+        name: str | None = None,
+        graph: bool = True,
+        *,
+        eager_first_call: bool = True,
+        path=None,
+    ):
+        inputs = getattr(model, "inputs", None)
+        shape = tuple(inputs[0].shape) if inputs else None
+        super().__init__(
+            name or model.name,
+            is_video=shape is not None and len(shape) == 5,
+            model=model,
+            path=path,
+            input_size=_fixed_size(shape),
+        )
         self._bytes_per_pixel = None
         self._graph = None
         self._calls_per_shape: dict[tuple, int] = {}
+        self._eager_first_call = eager_first_call
         if graph:
             import tensorflow as tf
 
@@ -138,7 +335,7 @@ class KerasRunner(Runner):
     def _run(self, x):
         seen = self._calls_per_shape.get(x.shape, 0)
         self._calls_per_shape[x.shape] = seen + 1
-        if self._graph is not None and seen:
+        if self._graph is not None and (seen or not self._eager_first_call):
             return np.asarray(self._graph(x))
         return np.asarray(self._first_output(x))
 
@@ -192,8 +389,12 @@ def keras_bytes_per_pixel(model: keras.Model, probe: int = 64) -> int | None:
     return int(2 * 4 * floats / (probe * probe)) or None
 
 
-def _quantize_input(x: np.ndarray, detail: dict) -> np.ndarray:
-    """Float -> the tensor's dtype: ``q = round(x / scale) + zero_point`` for integer inputs."""
+def quantize_input(x: np.ndarray, detail: dict) -> np.ndarray:
+    """Float -> a TFLite tensor's dtype: ``q = clip(round(x / scale) + zero_point)``.
+
+    ``detail`` is the interpreter's tensor detail (``get_input_details()[0]``); float
+    tensors are only cast.
+    """
     dtype = np.dtype(detail["dtype"])
     if dtype.kind == "f":
         return x.astype(dtype)
@@ -204,38 +405,67 @@ def _quantize_input(x: np.ndarray, detail: dict) -> np.ndarray:
     return np.clip(np.round(x / scale) + zero_point, info.min, info.max).astype(dtype)
 
 
-def _dequantize_output(y: np.ndarray, detail: dict) -> np.ndarray:
-    """The tensor's dtype -> float32: ``(q - zero_point) * scale`` for integer outputs."""
+def dequantize_output(y: np.ndarray, detail: dict) -> np.ndarray:
+    """A TFLite tensor's dtype -> float32: ``x = (q - zero_point) * scale``."""
     if np.dtype(detail["dtype"]).kind == "f":
         return y.astype(np.float32)
     scale, zero_point = detail["quantization"]
     return ((y.astype(np.float32) - zero_point) * scale).astype(np.float32)
 
 
+def tflite_interpreter(path_or_bytes, num_threads=None, default_delegates: bool = True):
+    """A LiteRT interpreter (``ai_edge_litert``) of a ``.tflite`` file or its bytes.
+
+    Args:
+        path_or_bytes: the file, or the flatbuffer's bytes.
+        num_threads: CPU threads; default :func:`default_num_threads`.
+        default_delegates: apply the default XNNPACK CPU delegate (as deployed).
+            ``False`` runs the reference kernels, which tells a delegate bug from a
+            conversion bug (used by export verification's diagnosis).
+    """
+    try:
+        from ai_edge_litert.interpreter import Interpreter, OpResolverType
+    except ImportError as err:  # pragma: no cover - depends on the installation
+        raise ImportError(
+            "Running .tflite models needs the LiteRT interpreter: pip install ai-edge-litert "
+            "(or 'tfdeblur[export]')."
+        ) from err
+    kwargs = {"num_threads": int(num_threads or default_num_threads())}
+    if not default_delegates:
+        kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    if isinstance(path_or_bytes, (bytes, bytearray)):
+        return Interpreter(model_content=bytes(path_or_bytes), **kwargs)
+    return Interpreter(model_path=str(path_or_bytes), **kwargs)
+
+
 class TFLiteRunner(Runner):
     """A ``.tflite`` file run by the LiteRT interpreter (``ai_edge_litert``).
 
-    The input is resized to each new image shape (``resize_tensor_input`` +
-    ``allocate_tensors``); int8/uint8 inputs and outputs are (de)quantized with the
-    scale and zero point the interpreter reports.
+    A dynamic-size model's input is resized to each new input shape
+    (``resize_tensor_input`` + ``allocate_tensors``); a fixed-size one (exported with
+    ``input_size``) runs its own size only (see :meth:`Runner.run_batch`). int8/uint8
+    inputs and outputs are (de)quantized with the scale and zero point the interpreter
+    reports.
+
+    Args:
+        path: the ``.tflite`` file.
+        num_threads: CPU threads; default :func:`default_num_threads`.
+        default_delegates: see :func:`tflite_interpreter`.
     """
 
     kind = "tflite"
 
-    def __init__(self, path: pathlib.Path, num_threads: int | None = None):
+    def __init__(self, path, num_threads: int | None = None, *, default_delegates: bool = True):
+        path = pathlib.Path(path)
         try:
-            from ai_edge_litert.interpreter import Interpreter
-        except ImportError as err:  # pragma: no cover - depends on the installation
-            raise ImportError(
-                "Running .tflite models needs the LiteRT interpreter: pip install ai-edge-litert"
-            ) from err
-        kwargs = {"num_threads": int(num_threads)} if num_threads else {}
-        try:
-            self.interpreter = Interpreter(model_path=str(path), **kwargs)
+            self.interpreter = tflite_interpreter(path, num_threads, default_delegates)
         except (ValueError, RuntimeError) as err:
             raise ValueError(f"Cannot load TFLite model {str(path)!r}: {err}") from err
         detail = self.interpreter.get_input_details()[0]
-        super().__init__(path.stem, is_video=len(detail["shape"]) == 5)
+        signature = [int(d) for d in detail.get("shape_signature", detail["shape"])]
+        super().__init__(
+            path.stem, is_video=len(signature) == 5, path=path, input_size=_fixed_size(signature)
+        )
         self._shape = None
 
     def _run(self, x):
@@ -243,60 +473,122 @@ class TFLiteRunner(Runner):
         detail = interp.get_input_details()[0]
         if self._shape != x.shape:
             if tuple(detail["shape"]) != x.shape:
+                # strict=False: the batch axis is fixed to 1 in the file but may be resized.
                 interp.resize_tensor_input(detail["index"], list(x.shape), strict=False)
             interp.allocate_tensors()
             self._shape = x.shape
             detail = interp.get_input_details()[0]
-        interp.set_tensor(detail["index"], _quantize_input(x, detail))
+        interp.set_tensor(detail["index"], quantize_input(x, detail))
         interp.invoke()
         out = interp.get_output_details()[0]
-        return _dequantize_output(interp.get_tensor(out["index"]), out)
+        return dequantize_output(interp.get_tensor(out["index"]), out)
 
 
 class OnnxRunner(Runner):
-    """An ``.onnx`` file run by onnxruntime on the CPU (or CUDA when its provider exists)."""
+    """An ``.onnx`` file run by onnxruntime.
+
+    Args:
+        path: the ``.onnx`` file.
+        num_threads: intra-op threads; default :func:`default_num_threads`.
+        providers: execution providers; default :func:`onnx_providers`.
+    """
 
     kind = "onnx"
 
-    def __init__(self, path: pathlib.Path, num_threads: int | None = None):
+    def __init__(self, path, num_threads: int | None = None, *, providers=None):
         try:
             import onnxruntime as ort
         except ImportError as err:  # pragma: no cover - depends on the installation
             raise ImportError(
-                "Running .onnx models needs onnxruntime: pip install onnxruntime"
+                "Running .onnx models needs onnxruntime: pip install onnxruntime "
+                "(or 'tfdeblur[export]')."
             ) from err
+        path = pathlib.Path(path)
         options = ort.SessionOptions()
-        if num_threads:
-            options.intra_op_num_threads = int(num_threads)
-        providers = [
-            p
-            for p in ("CUDAExecutionProvider", "CPUExecutionProvider")
-            if p in ort.get_available_providers()
-        ]
+        options.intra_op_num_threads = int(num_threads or default_num_threads())
         try:
-            self.session = ort.InferenceSession(str(path), options, providers=providers)
+            self.session = ort.InferenceSession(
+                str(path), options, providers=list(providers or onnx_providers())
+            )
         except Exception as err:  # onnxruntime raises its own exception types
             raise ValueError(f"Cannot load ONNX model {str(path)!r}: {err}") from err
         self._input = self.session.get_inputs()[0]
-        super().__init__(path.stem, is_video=len(self._input.shape) == 5)
+        super().__init__(
+            path.stem,
+            is_video=len(self._input.shape) == 5,
+            path=path,
+            input_size=_fixed_size(self._input.shape),
+        )
 
     def _run(self, x):
         return self.session.run(None, {self._input.name: x})[0]
 
 
-def load_runner(spec, preset: str | None = None, num_threads: int | None = None) -> Runner:
+class SavedModelRunner(Runner):
+    """A SavedModel directory run through its ``serving_default`` signature.
+
+    The signature's one input is fed by name; of its outputs the one named
+    ``"deblurred"`` (what :func:`export.saved_model` writes) is returned, else the first.
+    """
+
+    kind = "saved_model"
+
+    def __init__(self, path):
+        import tensorflow as tf
+
+        path = pathlib.Path(path)
+        try:
+            # Kept as an attribute: the signature needs the restored variables alive.
+            self.loaded = tf.saved_model.load(str(path))
+            serve = self.loaded.signatures["serving_default"]
+        except (KeyError, OSError, ValueError) as err:
+            raise ValueError(f"Cannot load SavedModel {str(path)!r}: {err}") from err
+        inputs = serve.structured_input_signature[1]
+        if len(inputs) != 1:
+            raise ValueError(
+                f"SavedModel {str(path)!r}: serving_default takes {len(inputs)} inputs, not 1."
+            )
+        ((self._input_name, spec),) = inputs.items()
+        self._serve = serve
+        shape = spec.shape.as_list()
+        super().__init__(
+            path.name, is_video=len(shape) == 5, path=path, input_size=_fixed_size(shape)
+        )
+
+    def _run(self, x):
+        import tensorflow as tf
+
+        outputs = self._serve(**{self._input_name: tf.constant(x)})
+        return np.asarray(outputs.get("deblurred", next(iter(outputs.values()))))
+
+
+def load_runner(
+    spec,
+    preset: str | None = None,
+    num_threads: int | None = None,
+    *,
+    format: str | None = None,
+    default_delegates: bool = True,
+    providers=None,
+) -> Runner:
     """Load a model of any supported format as a :class:`Runner`.
 
     Args:
-        spec: a ``.keras`` / ``.tflite`` / ``.onnx`` file, a registry name (untrained
-            weights, with a warning), a ``keras.Model``, or a :class:`Runner` (returned
-            as it is).
+        spec: a ``.keras`` / ``.tflite`` / ``.onnx`` file, a SavedModel directory, a
+            registry name (untrained weights, with a warning), a ``keras.Model``, or a
+            :class:`Runner` (returned as it is).
         preset: model preset for registry names.
-        num_threads: CPU threads for TFLite / onnxruntime (default: the runtime's).
+        num_threads: CPU threads for TFLite / onnxruntime; default
+            :func:`default_num_threads` (all cores).
+        format: the format of the file at ``spec`` (default: :func:`detect_format`).
+        default_delegates: TFLite only: apply the default XNNPACK delegate (see
+            :func:`tflite_interpreter`).
+        providers: ONNX only: execution providers (default :func:`onnx_providers`).
 
     Raises:
         FileNotFoundError: the model file does not exist.
-        ValueError: the file cannot be loaded; the message names it.
+        ValueError: the file cannot be loaded, or its suffix is not an exact lower-case
+            one; the message names it.
         KeyError: ``spec`` is neither a file nor a registered network.
     """
     if isinstance(spec, Runner):
@@ -304,11 +596,26 @@ def load_runner(spec, preset: str | None = None, num_threads: int | None = None)
     if isinstance(spec, keras.Model):
         return KerasRunner(spec)
     path = pathlib.Path(spec).expanduser()
-    kind = RUNNER_FORMATS.get(path.suffix.lower())
-    if kind in ("tflite", "onnx"):
-        if not path.is_file():
-            raise FileNotFoundError(f"Model file not found: {path}")
-        return (TFLiteRunner if kind == "tflite" else OnnxRunner)(path, num_threads)
-    model = load_model(spec, preset)
-    name = model.name if kind == "keras" else str(spec)
-    return KerasRunner(model, name=name)
+    is_path = (
+        format is not None
+        or format_from_suffix(path) is not None
+        or os.sep in str(spec)
+        or (path / "saved_model.pb").is_file()
+    )
+    if not is_path:
+        return KerasRunner(load_model(spec, preset), name=str(spec))
+    if format is None:
+        format = detect_format(path)
+    elif format not in FORMATS:
+        raise ValueError(f"format must be one of {FORMATS}, got {format!r}.")
+    elif not path.exists():
+        raise FileNotFoundError(f"Model file not found: {str(path)!r}")
+    if format == "keras":
+        check_suffix(path, "keras")  # Keras reads .keras files only
+        model = load_model(path)
+        return KerasRunner(model, name=model.name, path=path)
+    if format == "saved_model":
+        return SavedModelRunner(path)
+    if format == "tflite":
+        return TFLiteRunner(path, num_threads, default_delegates=default_delegates)
+    return OnnxRunner(path, num_threads, providers=providers)

@@ -44,3 +44,16 @@ def calibration_images(gopro_pairs):
         left = int(rng.integers(0, blurry.shape[1] - 100))
         crops.append(blurry[top : top + 64, left : left + 100])
     return crops
+
+
+@pytest.fixture(scope="session")
+def demo_cache(tmp_path_factory):
+    """A private cache holding the demo dataset, built once per session (offline, seconds).
+
+    Tests pass it as ``$TFDEBLUR_CACHE`` so that ``"demo"`` never touches the user's cache.
+    """
+    from tfdeblur.data import demo
+
+    cache = tmp_path_factory.mktemp("demo_cache")
+    demo.ensure_demo_dataset(cache_dir=cache, seed=0)
+    return cache

@@ -12,12 +12,14 @@ import tensorflow as tf
 import export
 import tfdeblur
 from export.signature import input_signature, serving_function
-from export.tflite import convert
-from export.verify import (
-    ExportVerificationError,
+from export.tflite import convert, representative_dataset
+from export.verify import ExportVerificationError, load_artifact, psnr
+from tfdeblur import image_io
+from tfdeblur.inference import (
+    SavedModelRunner,
+    TFLiteRunner,
     dequantize_output,
-    load_artifact,
-    psnr,
+    load_runner,
     quantize_input,
     tflite_interpreter,
 )
@@ -73,6 +75,12 @@ def test_fixed_input_size(lcnet, tmp_path, gopro_pairs):
     (inp,) = tflite_interpreter(result.path).get_input_details()
     assert list(inp["shape_signature"]) == [1, 48, 72, 3]
     assert result.verification.images[0].shape == (1, 48, 72, 3)  # verified on a 48x72 crop
+    # The runner does not resize a fixed-size file to other images: a clear error instead.
+    runner = load_runner(result.path)
+    assert runner.input_size == (48, 72)
+    assert runner(blurry[:48, :72]).shape == (48, 72, 3)
+    with pytest.raises(ValueError, match=r"fixed\.tflite.*48x72.*40x56"):
+        runner(blurry[:40, :56])
 
 
 def test_int8_with_int8_io(lcnet, tmp_path, verify_images, calibration_images):
@@ -198,3 +206,181 @@ def test_onnx_conv_then_scalar_add_converts_in_one_pass(tmp_path, monkeypatch, v
     )
     report = export.verify(model, tmp_path / "m.onnx", verify_images)
     assert report.min_psnr_vs_keras > 100
+
+
+# ----------------------------------------------------------------------- runners
+
+
+def test_saved_model_runner_matches_keras(lcnet, tmp_path, verify_images):
+    path = export.saved_model(lcnet, tmp_path / "sm", verify=False, verbose=False).path
+    runner = load_runner(path)
+    assert (runner.kind, runner.name, runner.is_video) == ("saved_model", "sm", False)
+    image = verify_images[1][1]
+    np.testing.assert_allclose(runner(image), lcnet(image[None])[0], atol=1e-5)
+    np.testing.assert_allclose(runner.run_batch(image[None]), lcnet(image[None]), atol=1e-5)
+
+
+def test_upper_case_suffix_is_refused_everywhere(lcnet, tmp_path):
+    """One rule: exact lower-case suffixes (Keras itself refuses ``.KERAS``)."""
+    with pytest.raises(ValueError, match=r"lower case.*'m\.keras'"):
+        export.keras_file(lcnet, tmp_path / "m.KERAS", verify=False)
+    with pytest.raises(ValueError, match=r"lower case.*'m\.tflite'"):
+        export.tflite(lcnet, tmp_path / "m.TFLite", verify=False)
+    (tmp_path / "m.ONNX").write_bytes(b"")
+    with pytest.raises(ValueError, match=r"lower case.*'m\.onnx'"):
+        load_runner(tmp_path / "m.ONNX")
+    assert list(tmp_path.iterdir()) == [tmp_path / "m.ONNX"]  # nothing was written
+
+
+# ----------------------------------------------------------------------- replacing
+
+
+@pytest.mark.parametrize("fmt", ["tflite", "saved_model"])
+def test_failed_export_leaves_the_good_artifact_in_place(
+    lcnet, tmp_path, verify_images, monkeypatch, fmt
+):
+    """Verification runs on the temporary artifact: a failing one never replaces a good
+    earlier export (same inode, same bytes), and no temporary is left behind."""
+    write = {
+        "tflite": lambda **kw: export.tflite(lcnet, tmp_path / "m.tflite", **kw),
+        "saved_model": lambda **kw: export.saved_model(lcnet, tmp_path / "m", **kw),
+    }[fmt]
+    good = write(images=verify_images, verbose=False)
+    assert good.path == tmp_path / ("m.tflite" if fmt == "tflite" else "m")
+    assert good.verification.path == str(good.path)  # the report names the final path
+    main = good.path / "saved_model.pb" if fmt == "saved_model" else good.path
+    before = (main.stat().st_ino, main.read_bytes())
+    # The runtime now returns garbage for this format: the next export must fail.
+    runner_class = {"tflite": TFLiteRunner, "saved_model": SavedModelRunner}[fmt]
+    monkeypatch.setattr(runner_class, "_run", lambda self, x: np.zeros_like(x))
+    with pytest.raises(ExportVerificationError, match=str(good.path)):
+        write(images=verify_images, verbose=False)
+    assert (main.stat().st_ino, main.read_bytes()) == before
+    assert [p.name for p in tmp_path.iterdir()] == [good.path.name]
+
+
+def test_saved_model_refuses_to_replace_other_folders(lcnet, tmp_path):
+    deploy = tmp_path / "deploy"
+    deploy.mkdir()
+    (deploy / "notes.txt").write_text("mine")
+    with pytest.raises(ValueError, match=r"deploy.*without saved_model\.pb"):
+        export.saved_model(lcnet, deploy, verify=False, verbose=False)
+    assert [p.name for p in deploy.iterdir()] == ["notes.txt"]
+    (tmp_path / "file").write_text("mine")
+    with pytest.raises(ValueError, match="is a file"):
+        export.saved_model(lcnet, tmp_path / "file", verify=False, verbose=False)
+    # An existing SavedModel, or an empty folder, is replaced.
+    sm = tmp_path / "sm"
+    export.saved_model(lcnet, sm, verify=False, verbose=False)
+    (sm / "stale").write_text("from the old export")
+    export.saved_model(lcnet, sm, verify=False, verbose=False)
+    assert (sm / "saved_model.pb").is_file() and not (sm / "stale").exists()
+    (tmp_path / "empty").mkdir()
+    export.saved_model(lcnet, tmp_path / "empty", verify=False, verbose=False)
+    assert (tmp_path / "empty" / "saved_model.pb").is_file()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["deploy", "empty", "file", "sm"]
+
+
+# ----------------------------------------------------------------------- tflite details
+
+
+def test_int8_with_float32_io(lcnet, tmp_path, verify_images, calibration_images):
+    """io_type="float32": the model quantizes its input and dequantizes its output itself."""
+    result = export.tflite(
+        lcnet,
+        tmp_path / "int8f.tflite",
+        quantization="int8",
+        representative_data=calibration_images,
+        io_type="float32",
+        images=verify_images,
+        verbose=False,
+    )
+    assert result.verification.passed
+    interpreter = tflite_interpreter(result.path)
+    (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
+    assert inp["dtype"] == np.float32 and out["dtype"] == np.float32
+    info = export.tflite_model_info(result.path)
+    assert {"QUANTIZE", "DEQUANTIZE"} <= set(info["ops"])
+    assert info["weight_bytes"].get("int8", 0) > 0 and info["weight_bytes"].get("float32", 0) == 0
+
+
+def test_dynamic_range_weights_are_4x_smaller(tmp_path, verify_images):
+    """``dynamic`` stores int8 weights: ~1/4 of float32 for a model with large kernels
+    (the converter keeps tensors under 1024 values, such as biases, in float)."""
+    keras.utils.set_random_seed(0)
+    x = keras.Input((None, None, 3), name="blurry")
+    y = keras.layers.Conv2D(64, 3, padding="same", activation="relu")(x)
+    y = keras.layers.Conv2D(64, 3, padding="same", activation="relu")(y)
+    y = keras.layers.Conv2D(3, 3, padding="same")(y)
+    model = keras.Model(x, keras.layers.Add()([x, y]))
+    sizes = {}
+    for quantization in ("none", "dynamic"):
+        result = export.tflite(
+            model,
+            tmp_path / f"{quantization}.tflite",
+            quantization=quantization,
+            images=verify_images,
+            verbose=False,
+        )
+        assert result.verification.passed
+        sizes[quantization] = sum(export.tflite_model_info(result.path)["weight_bytes"].values())
+    kernel_values = sum(int(np.prod(w.shape)) for w in model.weights if len(w.shape) == 4)
+    assert sizes["none"] >= 4 * kernel_values  # (zero biases are stored once)
+    assert 3.5 < sizes["none"] / sizes["dynamic"] <= 4.0, sizes
+
+
+def test_frozen_cache_traces_once_and_does_not_keep_the_model_alive(tmp_path, monkeypatch):
+    import gc
+    import importlib
+    import weakref
+
+    tflite_module = importlib.import_module("export.tflite")
+    traced = []
+    original = tflite_module.frozen_function
+    monkeypatch.setattr(
+        tflite_module, "frozen_function", lambda *a: traced.append(1) or original(*a)
+    )
+    # "slices": nothing to switch, the case where the cache used to hold the model itself.
+    model = tfdeblur.build_model("lcnet", preset="tiny", lc_method="slices")
+    for quantization in ("none", "float16"):
+        export.tflite(model, tmp_path / f"{quantization}.tflite", quantization, verify=False)
+    assert len(traced) == 1  # the second quantization reused the frozen function
+    ref = weakref.ref(model)
+    del model
+    gc.collect()
+    assert ref() is None and len(tflite_module._FROZEN_CACHE) == 0
+
+
+def _is_window_of(crop: np.ndarray, images) -> bool:
+    h, w = crop.shape[:2]
+    for image in images:
+        if image.shape[0] >= h and image.shape[1] >= w:
+            windows = np.lib.stride_tricks.sliding_window_view(image, (h, w, 3))[..., 0, :, :, :]
+            # Compare away from the two pixels pinned to 0 and 1 (first and last).
+            if np.any(np.all(windows[..., 1:-1, :, :] == crop[1:-1], axis=(-3, -2, -1))):
+                return True
+    return False
+
+
+def test_calibration_at_a_fixed_input_size_uses_crops_of_that_size(tmp_path, gopro_pairs):
+    """A fixed-size model calibrates on random crops of its own size from the dataset
+    (not smaller crops upscaled); images too small for it are upscaled, with a warning."""
+    blurry, sharp = gopro_pairs["Istanbul"]
+    frames = []
+    for i in range(3):
+        frame = blurry[100 * i : 100 * i + 96, 200 * i : 200 * i + 128]
+        frames.append(frame)
+        image_io.write_image(tmp_path / "blur" / f"{i}.png", frame)
+        image_io.write_image(tmp_path / "sharp" / f"{i}.png", sharp[:96, :128])
+    frames = [image_io.read_image(tmp_path / "blur" / f"{i}.png") for i in range(3)]  # 8-bit
+    model = tfdeblur.build_model("lcnet", preset="tiny")
+    samples = [
+        x for (x,) in representative_dataset(model, tmp_path, num_samples=4, input_size=(64, 80))()
+    ]
+    assert len(samples) == 4 and all(x.shape == (1, 64, 80, 3) for x in samples)
+    assert all(_is_window_of(x[0], frames) for x in samples)
+    with pytest.warns(UserWarning, match="4 of 4 calibration images are smaller than the input"):
+        samples = list(
+            representative_dataset(model, tmp_path, num_samples=4, input_size=(100, 200))()
+        )
+    assert all(x.shape == (1, 100, 200, 3) for (x,) in samples)

@@ -1,15 +1,17 @@
 """``tfdeblur export``: flags -> exporters, verification report, errors."""
 
 import json
+import warnings
 
 import keras
 import numpy as np
 import pytest
 
 import tfdeblur
-from export.verify import TOLERANCES_DB, tflite_interpreter
+from export.verify import TOLERANCES_DB
 from tfdeblur import image_io
 from tfdeblur.cli import main
+from tfdeblur.inference import tflite_interpreter
 
 
 @pytest.fixture(scope="module")
@@ -88,17 +90,49 @@ def test_cli_registry_name_builds_untrained_model(tmp_path, verify_folder, capsy
 
 
 def test_cli_reports_verification_failure(tmp_path, tiny_file, verify_folder, capsys, monkeypatch):
-    """An artifact that disagrees makes the command fail with exit code 1."""
+    """An artifact that disagrees makes the command fail with exit code 1, and leaves the
+    file of an earlier export in place."""
+    out = tmp_path / "m.tflite"
+    out.write_bytes(b"an earlier, good export")  # stands in for one (saves a conversion)
     # float32 TFLite agrees to ~140 dB; demand more than float32 can give.
     monkeypatch.setitem(TOLERANCES_DB, ("tflite", "none"), 1000.0)
     code = main(
         [
             "export", "--model", str(tiny_file), "--format", "tflite",
-            "--verify-images", str(verify_folder), "--output", str(tmp_path / "m.tflite"),
+            "--verify-images", str(verify_folder), "--output", str(out),
         ]
     )  # fmt: skip
     assert code == 1
-    assert "VERIFICATION FAILED" in capsys.readouterr().err
+    err = capsys.readouterr().err
+    assert "VERIFICATION FAILED" in err and str(out) in err
+    assert out.read_bytes() == b"an earlier, good export"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.tflite"]  # no temporary left
+
+
+def test_cli_int8_fixed_size_with_demo_calibration(
+    tmp_path, tiny_file, verify_folder, demo_cache, monkeypatch, capsys
+):
+    """--calibration-data demo: the offline demo dataset; at a fixed --input-size the
+    calibration crops are of that size (demo frames are 256x320, large enough: no
+    upscaling warning)."""
+    monkeypatch.setenv("TFDEBLUR_CACHE", str(demo_cache))
+    out = tmp_path / "demo_int8.tflite"
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        code = main(
+            [
+                "export", "--model", str(tiny_file), "--format", "tflite",
+                "--quantization", "int8", "--calibration-data", "demo",
+                "--calibration-samples", "3", "--input-size", "64x96",
+                "--verify-images", str(verify_folder / "Istanbul_blur.png"),
+                "--output", str(out),
+            ]
+        )  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert not [w for w in caught if "upscaled" in str(w.message)]
+    assert "verify tflite/int8" in capsys.readouterr().out
+    (inp,) = tflite_interpreter(out).get_input_details()
+    assert list(inp["shape_signature"]) == [1, 64, 96, 3] and inp["dtype"] == np.uint8
 
 
 @pytest.mark.parametrize(

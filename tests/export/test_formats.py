@@ -13,7 +13,8 @@ import pytest
 
 import export
 import tfdeblur
-from export.verify import TOLERANCES_DB, tflite_interpreter
+from export.verify import TOLERANCES_DB
+from tfdeblur.inference import default_num_threads, load_runner, tflite_interpreter
 
 MODELS = tfdeblur.list_models()
 
@@ -29,6 +30,7 @@ def _assert_verified(result, verify_images, fmt, quantization="none"):
     report = result.verification
     assert report is not None and report.passed, report.summary()
     assert report.format == fmt and report.quantization == quantization
+    assert report.path == str(result.path)  # verified before the move, named by its final path
     assert report.min_psnr_vs_keras >= TOLERANCES_DB[(fmt, quantization)]
     # Both crops ran (two different input shapes through one artifact).
     assert len({r.shape for r in report.images}) == len(verify_images) == 2
@@ -80,6 +82,7 @@ def test_tflite(tiny, tmp_path, verify_images, calibration_images, quantization)
     (out,) = interpreter.get_output_details()
     rank = len(model.inputs[0].shape)
     assert list(inp["shape_signature"]) == [1] + [-1] * (rank - 2) + [3]  # dynamic H, W
+    assert load_runner(result.path).input_size is None
 
     weights = info["weight_bytes"]
     # The converter stores identical constants once (e.g. the zero-initialised biases).
@@ -102,12 +105,16 @@ def test_tflite(tiny, tmp_path, verify_images, calibration_images, quantization)
 
 
 def test_onnx(tiny, tmp_path, verify_images):
-    import onnxruntime as ort
-
     name, model = tiny
     result = export.onnx(model, tmp_path / f"{name}.onnx", images=verify_images, verbose=False)
     _assert_verified(result, verify_images, "onnx")
-    (inp,) = ort.InferenceSession(str(result.path), providers=["CPUExecutionProvider"]).get_inputs()
+    runner = load_runner(result.path)  # what deblur, bench and verification run
+    (inp,) = runner.session.get_inputs()
     assert inp.name == model.inputs[0].name
     # Batch, (T,) H and W symbolic; channels fixed.
     assert all(not isinstance(d, int) for d in inp.shape[:-1]) and inp.shape[-1] == 3
+    # Every core unless told otherwise.
+    options = runner.session.get_session_options()
+    assert options.intra_op_num_threads == default_num_threads()
+    one = load_runner(result.path, num_threads=1).session.get_session_options()
+    assert one.intra_op_num_threads == 1

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import pathlib
 
 
 def _sizes(text: str) -> list[tuple[int, int]]:
@@ -68,6 +67,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from export.signature import parse_input_size
     from tfdeblur.bench import BenchConfig, format_table, run_bench
+    from tfdeblur.fileio import write_text_atomic
 
     for name in ("warmup", "runs", "calibration_samples", "lc_steps"):
         value = getattr(args, name)
@@ -92,9 +92,7 @@ def run(args: argparse.Namespace) -> int:
         lc_steps=args.lc_steps,
     )
     results = run_bench(config, args.artifacts_dir)
-    output = pathlib.Path(args.output)
-    output.parent.mkdir(parents=True, exist_ok=True)
-    output.write_text(json.dumps(results, indent=1))
+    output = write_text_atomic(args.output, json.dumps(results, indent=1))
     print(format_table(results))
     print(f"results: {output}")
     return 0

@@ -14,7 +14,7 @@ import json
 import pathlib
 import sys
 
-SUFFIXES = {"saved_model": "", "keras": ".keras", "tflite": ".tflite", "onnx": ".onnx"}
+from tfdeblur.inference import FORMATS, SUFFIXES
 
 
 def register(subparsers) -> None:
@@ -27,7 +27,7 @@ def register(subparsers) -> None:
     )
     p.add_argument("--model", required=True, help="a .keras file or a registered network name")
     p.add_argument("--preset", default=None, help="model preset when --model is a registry name")
-    p.add_argument("--format", required=True, choices=sorted(SUFFIXES), help="artifact format")
+    p.add_argument("--format", required=True, choices=sorted(FORMATS), help="artifact format")
     p.add_argument(
         "--quantization",
         default="none",
@@ -72,11 +72,12 @@ def default_output(model_spec: str, fmt: str, quantization: str) -> pathlib.Path
         stem += f"_{quantization}"
     if fmt == "saved_model":
         stem += "_savedmodel"
-    return pathlib.Path(stem + SUFFIXES[fmt])
+    return pathlib.Path(stem + SUFFIXES.get(fmt, ""))  # a SavedModel is a directory
 
 
 def run(args: argparse.Namespace) -> int:
     import export
+    from tfdeblur.fileio import write_text_atomic
     from tfdeblur.inference import load_model
 
     if args.quantization != "none" and args.format != "tflite":
@@ -95,7 +96,7 @@ def run(args: argparse.Namespace) -> int:
         print(f"tfdeblur export: VERIFICATION FAILED: {err}", file=sys.stderr)
         return 1
     if args.report:
-        pathlib.Path(args.report).write_text(json.dumps(result.to_dict(), indent=1))
+        write_text_atomic(args.report, json.dumps(result.to_dict(), indent=1))
     print(f"exported {result.path} ({result.size_bytes:,} bytes)")
     return 0
 
