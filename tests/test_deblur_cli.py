@@ -8,13 +8,14 @@ import imageio.v2 as imageio
 import keras
 import numpy as np
 import pytest
+from PIL import Image
 
 import tfdeblur
 from tests.utils import REPO
 from tfdeblur.cli import main
 from tfdeblur.deblurring import plan_jobs
 from tfdeblur.image_io import read_image, read_image_info, write_image
-from tfdeblur.inference import KerasRunner, load_runner
+from tfdeblur.inference import KerasRunner, Runner, load_runner
 from tfdeblur.video import deblur_video as deblur_video_file
 from tfdeblur.video import stream_video_model
 
@@ -138,6 +139,23 @@ def test_single_file_with_tiles_and_compare(tmp_path, small_model):
     assert compare.shape == (70 + 8 + 85, 2 * 90 + 8, 3)
 
 
+def test_sideways_phone_photo_comes_out_upright(tmp_path, small_model):
+    """A JPEG stored sideways with an EXIF Orientation tag: the output (which has no EXIF)
+    holds the upright pixels, as a viewer shows the input."""
+    model_path, model = small_model
+    pixels = (np.random.default_rng(10).uniform(size=(20, 30, 3)) * 255).astype(np.uint8)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    Image.fromarray(pixels).save(tmp_path / "phone.jpg", exif=exif, quality=100)
+    rc = main(["deblur", str(tmp_path / "phone.jpg"), "-o", str(tmp_path / "out.png"),
+               "--model", str(model_path), "-q"])  # fmt: skip
+    assert rc == 0
+    upright = np.rot90(read_image(tmp_path / "phone.jpg"), k=-1)
+    got = read_image(tmp_path / "out.png")
+    assert got.shape == (30, 20, 3)
+    assert np.abs(got - reference(model, upright)).max() <= 0.5 * LSB8 + 1e-6
+
+
 def test_refuses_to_overwrite_an_input_and_names_it(tmp_path, small_model, capsys):
     model_path, _ = small_model
     write_image(tmp_path / "a.png", np.full((20, 20, 3), 0.5))
@@ -168,6 +186,31 @@ def test_plan_jobs_layouts_and_collisions(tmp_path):
         plan_jobs([tmp_path / "c.mp4"], tmp_path / "o.png")
 
 
+def test_plan_jobs_checks_compare_images(tmp_path):
+    """--compare writes NAME.compare.png beside each output: those paths may neither
+    collide nor overwrite an input."""
+    for rel in ("p/a.png", "p/a.jpg", "q/b.png", "q/b.compare.png", "r/c.png", "r/c.mp4"):
+        (tmp_path / rel).parent.mkdir(parents=True, exist_ok=True)
+        (tmp_path / rel).write_bytes(b"")
+    # a.png and a.jpg have distinct outputs, but one comparison image.
+    assert len(plan_jobs([tmp_path / "p"], tmp_path / "o")) == 2
+    with pytest.raises(ValueError, match=r"would both be written to .*a\.compare\.png"):
+        plan_jobs([tmp_path / "p"], tmp_path / "o", compare=True)
+    # b.png's comparison image is where the input b.compare.png's output goes.
+    with pytest.raises(ValueError, match=r"would both be written to .*b\.compare\.png"):
+        plan_jobs([tmp_path / "q"], tmp_path / "o", compare=True)
+    # An image and a video of one name: again one comparison image.
+    with pytest.raises(ValueError, match=r"c\.compare\.png"):
+        plan_jobs([tmp_path / "r"], tmp_path / "o", compare=True)
+    # Writing next to the input: the comparison image of q/b.png would be the input.
+    with pytest.raises(ValueError, match="is an input file"):
+        plan_jobs([tmp_path / "q" / "b.compare.png"], tmp_path / "q" / "b.png", compare=True)
+    # The CLI plans with --compare before loading the model: exit 2, nothing written.
+    rc = main(["deblur", str(tmp_path / "p"), "-o", str(tmp_path / "o2"), "--model", "nope.keras",
+               "--compare"])  # fmt: skip
+    assert rc == 2 and not (tmp_path / "o2").exists()
+
+
 def test_python_api(tmp_path, small_model):
     model_path, model = small_model
     rng = np.random.default_rng(2)
@@ -188,9 +231,19 @@ def test_python_api(tmp_path, small_model):
     gray = rng.uniform(size=(30, 31)).astype(np.float32)
     out_g = tfdeblur.deblur(gray, model=model)
     assert out_g.shape == (30, 31)
-    np.testing.assert_allclose(
-        out_g, reference(model, np.repeat(gray[..., None], 3, -1)).mean(-1), atol=1e-6
-    )
+    expected_g = reference(model, np.repeat(gray[..., None], 3, -1)).mean(-1)
+    np.testing.assert_allclose(out_g, expected_g, atol=1e-6)
+    # The input's layout and dtype: (H, W, 1) stays (H, W, 1), float64 stays float64,
+    # uint16 is rounded once to 16 bits.
+    out_g1 = tfdeblur.deblur(gray[..., None].astype(np.float64), model=model)
+    assert out_g1.shape == (30, 31, 1) and out_g1.dtype == np.float64
+    np.testing.assert_allclose(out_g1[..., 0], expected_g, atol=1e-6)
+    gray16 = np.rint(gray * 65535).astype(np.uint16)[..., None]
+    out16 = tfdeblur.deblur(gray16, model=model)
+    assert out16.shape == (30, 31, 1) and out16.dtype == np.uint16
+    expected16 = reference(model, np.repeat(gray16.astype(np.float32) / 65535, 3, -1)).mean(-1)
+    # rounded once: at most one 16-bit level from float32 noise between two runs
+    assert np.abs(out16[..., 0] - np.rint(expected16 * 65535)).max() <= 1
 
     write_image(tmp_path / "p.png", image8)
     np.testing.assert_allclose(
@@ -233,12 +286,45 @@ def test_tflite_and_onnx_models(tmp_path, small_model):
         == np.uint8
     )
 
-    write_image(tmp_path / "in.png", image)
+    write_image(tmp_path / "in.png", np.random.default_rng(4).uniform(size=(45, 70, 3)))
     rc = main(["deblur", str(tmp_path / "in.png"), "-o", str(tmp_path / "o.png"),
-               "--model", str(tmp_path / "m.onnx"), "--tile", "16", "--overlap", "8", "-q"])  # fmt: skip
+               "--model", str(tmp_path / "m.onnx"), "--tile", "32", "--overlap", "16", "-q"])  # fmt: skip
     assert rc == 0
     expected = np.rint(reference(model, read_image(tmp_path / "in.png")) * 255)
-    assert np.abs(read_image(tmp_path / "o.png") * 255 - expected).max() <= 1
+    got = read_image(tmp_path / "o.png") * 255
+    # An .onnx model cannot be inspected: tiles start on multiples of 16 and the image is
+    # zero-padded to that grid, which may only change the last 2 px (the receptive field)
+    # before the bottom/right border.
+    assert np.abs(got - expected)[:-2, :-2].max() <= 1
+
+
+def test_fixed_size_tflite_runs_any_image_in_tiles(tmp_path, small_model, capsys):
+    """A model exported with --input-size runs on other sizes: tiles of its fixed size,
+    and an image smaller than it is zero-padded up to it."""
+    export = pytest.importorskip("export")
+    pytest.importorskip("ai_edge_litert")
+    model_path, model = small_model
+    export.tflite(
+        model, tmp_path / "fixed.tflite", input_size=(32, 40), verify=False, verbose=False
+    )
+    assert load_runner(tmp_path / "fixed.tflite").input_size == (32, 40)
+    rng = np.random.default_rng(7)
+    write_image(tmp_path / "in" / "big.png", rng.uniform(size=(45, 70, 3)))
+    write_image(tmp_path / "in" / "small.png", rng.uniform(size=(20, 25, 3)))
+    write_image(tmp_path / "in" / "exact.png", rng.uniform(size=(32, 40, 3)))
+    rc = main(["deblur", str(tmp_path / "in"), "-o", str(tmp_path / "out"),
+               "--model", str(tmp_path / "fixed.tflite"), "--overlap", "16"])  # fmt: skip
+    captured = capsys.readouterr()
+    assert rc == 0, captured.err
+    assert "big.png" in captured.err and "tiles of 32x40" in captured.err
+    for name in ("big.png", "small.png", "exact.png"):
+        source = read_image(tmp_path / "in" / name)
+        got = read_image(tmp_path / "out" / name) * 255
+        assert got.shape == source.shape
+        expected = np.rint(reference(model, source) * 255)
+        # Exact up to the bottom/right receptive field (2 px), where the zero padding to
+        # the tile shows.
+        assert np.abs(got - expected)[:-2, :-2].max() <= 1, name
 
 
 def test_sarn_video_streams_its_recurrence(tmp_path):
@@ -321,3 +407,58 @@ def test_comparison_crop_is_where_the_output_changed():
     np.testing.assert_array_equal(below, expected)
     # the crop is outlined on the top panels
     assert np.allclose(image[top - 1, left + 3], (1.0, 0.15, 0.1))
+
+
+class FailingRunner(Runner):
+    """An image network (the identity) that fails on its third frame."""
+
+    def __init__(self):
+        super().__init__("failing")
+        self.calls = 0
+
+    def _run(self, x):
+        self.calls += 1
+        if self.calls == 3:
+            raise RuntimeError("out of memory on frame 3")
+        return x
+
+
+def test_video_written_atomically(tmp_path):
+    """A failure after some frames were encoded leaves neither the output nor a temporary
+    file; an existing output is kept as it was."""
+    rng = np.random.default_rng(8)
+    frames = [(rng.uniform(size=(16, 18, 3)) * 255).astype(np.uint8) for _ in range(4)]
+    write_video(tmp_path / "in.mkv", frames)
+    with pytest.raises(RuntimeError, match="frame 3"):
+        deblur_video_file(FailingRunner(), tmp_path / "in.mkv", tmp_path / "out" / "new.mkv")
+    assert list((tmp_path / "out").iterdir()) == []
+    (tmp_path / "out" / "old.mkv").write_bytes(b"previous result")
+    with pytest.raises(RuntimeError, match="frame 3"):
+        deblur_video_file(FailingRunner(), tmp_path / "in.mkv", tmp_path / "out" / "old.mkv")
+    assert [p.name for p in (tmp_path / "out").iterdir()] == ["old.mkv"]
+    assert (tmp_path / "out" / "old.mkv").read_bytes() == b"previous result"
+
+
+def test_frame_folder_checks_its_outputs(tmp_path):
+    """Frames are any image read_image reads (TIFF too); two frames that would become one
+    PNG, or a comparison image landing on a frame, are refused before anything runs."""
+    rng = np.random.default_rng(9)
+    frames = tmp_path / "frames"
+    frames.mkdir()
+    for i in range(2):
+        pixels = (rng.uniform(size=(12, 14, 3)) * 255).astype(np.uint8)
+        Image.fromarray(pixels).save(frames / f"f{i}.tif")
+    info = deblur_video_file(FailingRunner(), frames, tmp_path / "sharp")  # 2 frames: no failure
+    assert info["frames"] == 2
+    assert sorted(p.name for p in (tmp_path / "sharp").iterdir()) == ["f0.png", "f1.png"]
+    np.testing.assert_allclose(
+        read_image(tmp_path / "sharp" / "f1.png"), read_image(frames / "f1.tif"), atol=1e-6
+    )
+    write_image(frames / "f1.png", np.zeros((12, 14, 3)))
+    with pytest.raises(ValueError, match="several extensions"):
+        deblur_video_file(FailingRunner(), frames, tmp_path / "sharp2")
+    (frames / "f1.png").unlink()
+    write_image(frames / "out.compare.png", np.zeros((12, 14, 3)))
+    with pytest.raises(ValueError, match="would overwrite an input"):
+        deblur_video_file(FailingRunner(), frames, frames / "out", compare=True)
+    assert not (frames / "out").exists()

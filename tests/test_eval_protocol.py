@@ -60,6 +60,38 @@ def test_ssim_matlab_matches_naive_ssim_index(shape, quantize):
     assert float(ssim_matlab(a, b, quantize=quantize)) == pytest.approx(expected, abs=1e-10)
 
 
+# SSIM of Wang et al. on the MATLAB luma of the pair below, computed independently with
+# GNU Octave 7.3.0 (Debian bookworm package `octave`) from the paper's equations, written
+# for this test (no MATLAB code was used): eq. (13) with the normalised 11x11 Gaussian
+# window of sigma 1.5 (sec. III-C), K = [0.01 0.03], L = 255, 'valid' filtering, the mean
+# of the SSIM map, on Y = round(16 + (65.481 R + 128.553 G + 24.966 B) / 255). The script:
+#
+#   H = 16; W = 19; [j, i] = meshgrid(0:W-1, 0:H-1); a = zeros(H, W, 3); b = a;
+#   for c = 0:2
+#     a(:, :, c+1) = mod(i * 9 + j * 4 + c * 40, 200) + 20;
+#     b(:, :, c+1) = min(max(a(:, :, c+1) + mod(i .* j * 7 + c * 3, 61) - 30, 0), 255);
+#   end
+#   luma = @(p) round(16 + (65.481*p(:,:,1) + 128.553*p(:,:,2) + 24.966*p(:,:,3)) / 255);
+#   x = luma(a); y = luma(b);                         % sum(x(:)) = 39176, sum(y(:)) = 38513
+#   [u, v] = meshgrid(-5:5); w = exp(-(u.^2 + v.^2) / (2 * 1.5^2)); w = w / sum(w(:));
+#   C1 = (0.01 * 255)^2; C2 = (0.03 * 255)^2;
+#   mx = filter2(w, x, 'valid'); my = filter2(w, y, 'valid');
+#   sx = filter2(w, x.*x, 'valid') - mx.^2; sy = filter2(w, y.*y, 'valid') - my.^2;
+#   sxy = filter2(w, x.*y, 'valid') - mx.*my;
+#   m = ((2*mx.*my + C1) .* (2*sxy + C2)) ./ ((mx.^2 + my.^2 + C1) .* (sx + sy + C2));
+#   printf("%.15f\n", mean(m(:)))                    % 0.605117342022975
+OCTAVE_SSIM = 0.605117342022975
+
+
+def test_ssim_matlab_matches_an_octave_reference():
+    i, j, c = np.meshgrid(np.arange(16), np.arange(19), np.arange(3), indexing="ij")
+    a = np.mod(i * 9 + j * 4 + c * 40, 200) + 20
+    b = np.clip(a + np.mod(i * j * 7 + c * 3, 61) - 30, 0, 255)
+    assert rgb_to_y_matlab(a / 255).sum() == 39176  # the same luma as Octave's
+    assert rgb_to_y_matlab(b / 255).sum() == 38513
+    assert float(ssim_matlab(a / 255, b / 255)) == pytest.approx(OCTAVE_SSIM, abs=1e-12)
+
+
 def test_ssim_matlab_is_skimage_on_the_y_channel_and_batches():
     rng = np.random.default_rng(5)
     a = rng.uniform(size=(2, 24, 30, 3))
@@ -193,3 +225,12 @@ def test_eval_bad_arguments(tmp_path, small_model, capsys):
     assert main(["eval", "--model", str(model_path), "--data", str(tmp_path / "nope")]) == 2
     assert "nope" in capsys.readouterr().err
     assert main(["eval", "--model", str(model_path), "--data", str(tmp_path), "--limit", "0"]) == 2
+    # --tile goes through the one tile parser (shared with tfdeblur deblur).
+    with pytest.raises(SystemExit):
+        main(["eval", "--model", str(model_path), "--data", str(tmp_path), "--tile", "big"])
+    assert "--tile" in capsys.readouterr().err
+    rc = main([
+        "eval", "--model", str(model_path), "--data", str(tmp_path), "--tile", "64",
+        "--overlap", "40",
+    ])  # fmt: skip
+    assert rc == 2 and "at most half the tile" in capsys.readouterr().err

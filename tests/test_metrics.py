@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
-from tfdeblur.metrics import psnr, ssim
+from tfdeblur.metrics import gaussian_window_1d, psnr, ssim
 
 
 def sk_ssim(a, b):
@@ -52,3 +52,21 @@ def test_identical_images():
     a = np.random.default_rng(1).uniform(size=(16, 16, 3)).astype(np.float32)
     assert float(ssim(a, a)) == pytest.approx(1.0, abs=1e-6)
     assert np.isinf(float(psnr(a, a)))
+
+
+def test_gaussian_window_is_fspecial_and_scipys():
+    """One window for both SSIM variants: 11 taps; its outer product is the normalised 2-D
+    Gaussian (MATLAB's ``fspecial('gaussian', 11, 1.5)``), and it is the kernel scipy's
+    ``gaussian_filter(sigma=1.5, truncate=3.5)`` (scikit-image's SSIM) applies."""
+    from scipy.ndimage import gaussian_filter
+
+    g = gaussian_window_1d()
+    assert g.shape == (11,) and g.dtype == np.float64
+    u, v = np.meshgrid(np.arange(-5, 6), np.arange(-5, 6))
+    window = np.exp(-(u**2 + v**2) / (2 * 1.5**2))
+    np.testing.assert_allclose(np.outer(g, g), window / window.sum(), rtol=1e-14, atol=0)
+    impulse = np.zeros(11)
+    impulse[5] = 1
+    np.testing.assert_allclose(
+        gaussian_filter(impulse, sigma=1.5, truncate=3.5, mode="constant"), g, atol=1e-15
+    )

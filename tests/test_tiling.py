@@ -4,12 +4,18 @@ import keras
 import numpy as np
 import pytest
 
+from keras_layers import CropToReference, GaussianPyramid, PadToMultiple, PixelShuffle
 from tfdeblur.inference import KerasRunner, keras_bytes_per_pixel
 from tfdeblur.tiling import (
     AUTO_MIN_TILE,
+    DEFAULT_MULTIPLE,
     auto_tile_size,
     axis_windows,
+    check_tiling,
     deblur_tiled,
+    model_multiple,
+    padded_length,
+    parse_tile,
     tile_starts,
 )
 
@@ -25,6 +31,25 @@ def conv_stack(num_convs: int, seed: int = 0) -> keras.Model:
             3 if last else 6, 3, padding="same", activation=None if last else "tanh"
         )(x)
     return keras.Model(inputs, x)
+
+
+def strided_net(seed: int = 0) -> keras.Model:
+    """A tiny LCNet-like network: pad to 8, a stride-2 conv, a conv at half resolution,
+    pixel shuffle back, residual, crop.
+
+    Receptive field: an output pixel ``x`` reads input pixels ``x - 3 .. x + 4`` (half-res
+    pixel ``p = x // 2``; the 3x3 conv reads ``p - 1 .. p + 1``; TensorFlow's 'same' stride-2
+    conv pads 0 at the top and reads ``2q .. 2q + 2``), within ``overlap / 4 = 4`` for
+    ``overlap = 16``; but only on the grid of even offsets.
+    """
+    keras.utils.set_random_seed(seed)
+    inputs = keras.Input((None, None, 3))
+    padded = PadToMultiple(8)(inputs)
+    x = keras.layers.Conv2D(8, 3, strides=2, padding="same", activation="tanh")(padded)
+    x = keras.layers.Conv2D(8, 3, padding="same", activation="tanh")(x)
+    x = PixelShuffle(2)(keras.layers.Conv2D(12, 1)(x))
+    x = keras.layers.Add()([padded, x])
+    return keras.Model(inputs, CropToReference()([x, inputs]))
 
 
 CASES = [
@@ -53,6 +78,26 @@ def test_tiles_cover_the_axis_with_at_least_the_overlap(length, tile, overlap):
         assert length <= tile
     elif n > 2:
         assert (length - size) / (n - 2) > size - overlap
+
+
+@pytest.mark.parametrize("multiple", [2, 8, 16])
+@pytest.mark.parametrize("length,tile,overlap", [c for c in CASES if c[1] - c[2] >= 16])
+def test_tile_starts_on_the_grid_keep_the_overlap(length, tile, overlap, multiple):
+    tile = -(-tile // multiple) * multiple  # deblur_tiled rounds the tile up to the grid
+    canvas = padded_length(length, tile, multiple)
+    assert canvas >= length and (canvas == tile or (canvas - tile) % multiple == 0)
+    assert canvas - max(length, tile) < multiple  # padding below one grid step
+    starts = tile_starts(canvas, tile, overlap, multiple)
+    size = min(tile, canvas)
+    assert starts[0] == 0 and starts[-1] == canvas - size
+    assert all(s % multiple == 0 for s in starts)
+    gaps = np.diff(starts)
+    assert np.all(gaps > 0) and np.all(size - gaps >= overlap)
+
+
+def test_tiles_that_cannot_advance_on_the_grid_are_an_error():
+    with pytest.raises(ValueError, match="multiples of 16"):
+        tile_starts(100, 16, 4, 16)
 
 
 def test_windows_are_a_partition_of_unity_and_ignore_tile_borders():
@@ -85,6 +130,8 @@ def test_identity_model_gives_back_the_input():
     out = deblur_tiled(identity, image, tile=32, overlap=16)
     np.testing.assert_allclose(out, image, rtol=0, atol=3e-7)  # float32 rounding only
     assert shapes == {(32, 32, 3)}  # one tile shape: one TFLite allocation, no retracing
+    # A plain function cannot be inspected: its tiles start on the default grid.
+    assert model_multiple(identity) == DEFAULT_MULTIPLE
 
 
 @pytest.mark.parametrize("shape", [(75, 101), (40, 33)])
@@ -112,7 +159,102 @@ def test_tiled_differs_when_receptive_field_exceeds_the_margin():
     assert diff > 1e-4
 
 
-@pytest.mark.parametrize("tile,overlap", [(0, 0), (32, 17), (32, -1), ("32", 8)])
+def test_strided_network_tiled_equals_untiled_only_on_its_grid():
+    """Stride 2 + PadToMultiple(8): tiles start on multiples of 8, so they sample the image
+    on the whole image's grid and agree with one pass; the control places the same tiles
+    without alignment (odd starts) and differs far from any tile border."""
+    model = strided_net()
+    runner = KerasRunner(model)
+    assert model_multiple(runner) == 8
+    image = np.random.default_rng(4).uniform(size=(75, 101, 3)).astype(np.float32)
+    whole = runner(image)
+    tiled = deblur_tiled(runner, image, tile=32, overlap=16)
+    # Borders included: the image is zero-padded to the grid as the model pads itself.
+    np.testing.assert_allclose(tiled, whole, rtol=0, atol=1e-5)
+
+    assert any(s % 2 for s in tile_starts(101, 32, 16))  # unaligned placement: odd starts
+    unaligned = deblur_tiled(runner, image, tile=32, overlap=16, multiple=1)
+    interior = np.abs(unaligned - whole)[8:-8, 8:-8]
+    assert interior.max() > 1e-2  # the receptive field fits; the grid does not
+    # It is not a border effect: columns of a tile starting at an odd offset differ
+    # through its middle.
+    assert interior.mean() > 1e-3
+
+
+def test_model_multiple_reads_the_padding_layers():
+    import tfdeblur
+
+    assert model_multiple(KerasRunner(tfdeblur.build_model("lcnet", preset="tiny"))) == 8
+    assert model_multiple(KerasRunner(conv_stack(2))) == 1  # takes any size as it is
+    inputs = keras.Input((None, None, 3))
+    finest = GaussianPyramid(levels=2, pad_to_multiple=4)(PadToMultiple(6)(inputs))[0]
+    assert model_multiple(KerasRunner(keras.Model(inputs, finest))) == 12  # lcm(4, 6)
+
+
+class FixedSizeRunner:
+    """Stands for a model exported with ``--input-size``: it runs one shape only, like a
+    :class:`tfdeblur.inference.Runner` whose ``input_size`` is set."""
+
+    def __init__(self, runner, size):
+        self.runner, self.input_size, self.model = runner, size, None
+        self.shapes = set()
+
+    def __call__(self, image):
+        self.shapes.add(image.shape[:2])
+        if image.shape[:2] != self.input_size:
+            raise ValueError(f"fixed input size {self.input_size}, got {image.shape[:2]}")
+        return self.runner(image)
+
+
+def test_fixed_size_model_runs_any_image_in_tiles_of_its_size():
+    from tfdeblur.deblurring import plan_tile, run_image
+
+    runner = KerasRunner(strided_net())
+    fixed = FixedSizeRunner(runner, (32, 48))
+    image = np.random.default_rng(5).uniform(size=(75, 101, 3)).astype(np.float32)
+    assert plan_tile(fixed, image.shape, tile=None, overlap=16) == (32, 48)
+    assert plan_tile(fixed, (32, 48, 3), tile=512, overlap=16) is None  # its own size
+    out = run_image(fixed, image, overlap=16)
+    assert fixed.shapes == {(32, 48)}
+    # Tiles on the default grid of 16 (a multiple of the network's 8): the image is
+    # zero-padded further than the network pads itself, which only touches the last
+    # receptive field (4 px) before the bottom/right border.
+    np.testing.assert_allclose(out[:-4, :-4], runner(image)[:-4, :-4], rtol=0, atol=1e-5)
+
+    # Smaller than the fixed size: zero-padded up to it, output cropped back.
+    small = image[:20, :30]
+    out = run_image(fixed, small, overlap=16)
+    assert out.shape == (20, 30, 3)
+    padded = np.zeros((32, 48, 3), np.float32)
+    padded[:20, :30] = small
+    np.testing.assert_allclose(out, runner(padded)[:20, :30], rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="half the model's fixed input size 32x48"):
+        run_image(fixed, image, overlap=17)
+
+
+@pytest.mark.parametrize(
+    "value,expected", [(None, None), (512, 512), ("512", 512), (" Auto ", "auto"), ("auto", "auto")]
+)
+def test_parse_tile(value, expected):
+    assert parse_tile(value) == expected
+
+
+@pytest.mark.parametrize("value", [0, -3, "0", "big", "12.5", True, 12.0])
+def test_parse_tile_refuses(value):
+    with pytest.raises(ValueError, match="tile must be"):
+        parse_tile(value)
+
+
+def test_check_tiling():
+    assert check_tiling("64", 32) == (64, 32)
+    assert check_tiling("auto", 100) == ("auto", 100)  # checked against the tile later
+    with pytest.raises(ValueError, match="at most half"):
+        check_tiling(64, 33)
+    with pytest.raises(ValueError, match="overlap"):
+        check_tiling(None, -1)
+
+
+@pytest.mark.parametrize("tile,overlap", [(0, 0), (32, 17), (32, -1), ("x", 8)])
 def test_bad_tile_arguments(tile, overlap):
     with pytest.raises(ValueError, match="tile|overlap"):
         deblur_tiled(lambda x: x, np.zeros((40, 40, 3), np.float32), tile, overlap)
@@ -120,7 +262,7 @@ def test_bad_tile_arguments(tile, overlap):
 
 def test_wrong_output_size_is_an_error():
     with pytest.raises(ValueError, match="output of the input's size"):
-        deblur_tiled(lambda x: x[:-1], np.zeros((40, 40, 3), np.float32), 16, 4)
+        deblur_tiled(lambda x: x[:-1], np.zeros((40, 40, 3), np.float32), 16, 4, multiple=1)
 
 
 def test_bytes_per_pixel_counts_activations():

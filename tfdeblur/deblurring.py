@@ -19,12 +19,17 @@ Conventions:
 * Files keep their kind: a 16-bit PNG gives a 16-bit PNG, a grayscale image a grayscale
   image (the network sees the gray value in all three channels; the output is the mean of
   its three channels), a JPEG a JPEG (quality 95). Formats :func:`tfdeblur.image_io.write_image`
-  cannot write (TIFF, WebP, ...) become PNG.
+  cannot write (TIFF, WebP, ...) become PNG. Outputs carry no metadata, so a photo stored
+  sideways with an EXIF ``Orientation`` tag is turned upright when read: the output looks
+  like the input does in a viewer.
+* Any H x W; large images in tiles (:mod:`tfdeblur.tiling`, ``tile=``); a model exported
+  with a fixed input size runs any image in tiles of that size (:func:`plan_tile`).
 * Videos go through :func:`tfdeblur.video.deblur_video` (reading, codecs, the streaming of
   recurrent video networks such as ``sarn_video``; see :mod:`tfdeblur.video`): audio is
   dropped, the frame rate kept.
 * Every file is written atomically (temporary file + ``os.replace``) and an input is never
-  overwritten.
+  overwritten, nor is one output written over another (:func:`plan_jobs`, which checks the
+  ``--compare`` images too).
 """
 
 from __future__ import annotations
@@ -39,12 +44,19 @@ from collections.abc import Iterable
 
 import numpy as np
 
-from tfdeblur.image_io import WRITE_FORMATS, read_image, read_image_info, write_image
+from tfdeblur.image_io import (
+    READ_EXTENSIONS,
+    WRITE_FORMATS,
+    read_image,
+    read_image_info,
+    write_image,
+)
 from tfdeblur.video import VIDEO_EXTENSIONS, deblur_video, is_video_file
 
-#: File extensions treated as images when scanning folders (videos:
-#: :data:`tfdeblur.video.VIDEO_EXTENSIONS`).
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+#: File extensions treated as images when scanning folders: those
+#: :data:`tfdeblur.image_io.READ_EXTENSIONS` (kept under this name for compatibility;
+#: videos: :data:`tfdeblur.video.VIDEO_EXTENSIONS`).
+IMAGE_EXTENSIONS = READ_EXTENSIONS
 
 
 # ---------------------------------------------------------------------------------------
@@ -72,71 +84,107 @@ def _cached_runner(spec: str, stamp, preset):
     return load_runner(spec, preset)
 
 
-def _resolve_tile(runner, shape, tile):
-    if tile is None:
-        return None
-    if isinstance(tile, str):
-        if tile.lower() != "auto":
-            raise ValueError(f"tile must be None, a positive integer or 'auto', got {tile!r}.")
-        from tfdeblur.tiling import auto_tile_size
+def _fixed_size(runner) -> tuple[int, int] | None:
+    """``(H, W)`` of a model that runs on that size only (``Runner.input_size``), or None.
 
-        return auto_tile_size(runner, shape)
+    Read with ``getattr``: plain ``image -> image`` functions have no such attribute.
+    """
+    size = getattr(runner, "input_size", None)
+    return None if size is None else (int(size[0]), int(size[1]))
+
+
+def plan_tile(runner, shape, tile=None, overlap: int = 32) -> int | tuple[int, int] | None:
+    """The tile :func:`run_image` uses for an image of ``shape``; None for one pass.
+
+    * A model with a fixed input shape (``runner.input_size``, ``(H, W)``, e.g. a
+      ``.tflite`` exported with ``--input-size``) runs an image of exactly that size in one
+      pass, and any other image in tiles of that size, whatever ``tile`` says: it cannot
+      run anything else. An image smaller than the fixed size is zero-padded up to it at
+      the bottom/right (the padding the networks apply inside themselves) and the output
+      cropped back, rather than refused.
+    * Otherwise ``tile``: None (one pass), an int, or ``"auto"``
+      (:func:`tfdeblur.tiling.auto_tile_size`); an image that fits in one tile runs in one
+      pass.
+
+    Raises:
+        ValueError: bad ``tile``/``overlap`` (:func:`tfdeblur.tiling.check_tiling`), or an
+            overlap above half the fixed size.
+    """
+    from tfdeblur.tiling import auto_tile_size, check_tiling
+
+    tile, overlap = check_tiling(tile, overlap)
+    fixed = _fixed_size(runner)
+    if fixed is not None:
+        if tuple(shape[:2]) == fixed:
+            return None
+        if 2 * overlap > min(fixed):
+            raise ValueError(
+                f"overlap ({overlap}) must be at most half the model's fixed input size "
+                f"{fixed[0]}x{fixed[1]}, which is its tile; use a smaller --overlap."
+            )
+        return fixed
+    if tile == "auto":
+        tile = auto_tile_size(runner, shape)
+    if tile is None or (shape[0] <= tile and shape[1] <= tile):
+        return None
     return tile
 
 
-def _check_tiling(tile, overlap) -> None:
-    from tfdeblur.tiling import check_tile_args
-
-    if tile is not None and not isinstance(tile, str):
-        check_tile_args(tile, overlap)
-    elif isinstance(overlap, bool) or not isinstance(overlap, (int, np.integer)) or overlap < 0:
-        raise ValueError(f"overlap must be a non-negative integer, got {overlap!r}.")
-
-
-def run_image(runner, image: np.ndarray, tile=None, overlap: int = 32) -> np.ndarray:
-    """Run ``runner`` on a float32 ``(H, W, 3)`` image, tiled or not; unclamped output."""
-    _check_tiling(tile, overlap)
-    tile = _resolve_tile(runner, image.shape, tile)
-    if tile is None or (image.shape[0] <= tile and image.shape[1] <= tile):
+def _run_planned(runner, image: np.ndarray, tile, overlap: int) -> np.ndarray:
+    if tile is None:
         return np.asarray(runner(image), dtype=np.float32)
     from tfdeblur.tiling import deblur_tiled
 
-    return deblur_tiled(runner, image, tile, overlap)
+    return deblur_tiled(runner, image, tile, overlap, pad_to_tile=_fixed_size(runner) is not None)
 
 
-def _to_float_rgb(array: np.ndarray) -> tuple[np.ndarray, int | None, bool]:
-    """(float32 (H, W, 3) in [0, 1], integer bit depth or None, was grayscale)."""
+def run_image(runner, image: np.ndarray, tile=None, overlap: int = 32) -> np.ndarray:
+    """Run ``runner`` on a float32 ``(H, W, 3)`` image, tiled or not; unclamped output.
+
+    ``tile`` and ``overlap`` as :func:`plan_tile` reads them (a fixed-shape model is tiled
+    with its own shape).
+    """
+    return _run_planned(runner, image, plan_tile(runner, image.shape, tile, overlap), overlap)
+
+
+def _describe_tile(tile) -> str:
+    return f"{tile[0]}x{tile[1]}" if isinstance(tile, tuple) else str(tile)
+
+
+def _to_float_rgb(array: np.ndarray) -> tuple[np.ndarray, tuple[int, ...], np.dtype]:
+    """(float32 (H, W, 3) in [0, 1], the input's shape, the input's dtype)."""
     array = np.asarray(array)
+    shape = array.shape
     if array.ndim == 3 and array.shape[-1] == 1:
         array = array[..., 0]
-    gray = array.ndim == 2
-    if gray:
+    if array.ndim == 2:
         array = np.repeat(array[..., None], 3, axis=-1)
     if array.ndim != 3 or array.shape[-1] != 3:
         raise ValueError(
-            f"deblur: image must be (H, W), (H, W, 1) or (H, W, 3), got shape {array.shape}."
+            f"deblur: image must be (H, W), (H, W, 1) or (H, W, 3), got shape {shape}."
         )
     if min(array.shape[:2]) < 1:
-        raise ValueError(f"deblur: empty image of shape {array.shape}.")
+        raise ValueError(f"deblur: empty image of shape {shape}.")
     if array.dtype == np.uint8:
-        return array.astype(np.float32) / np.float32(255), 8, gray
+        return array.astype(np.float32) / np.float32(255), shape, array.dtype
     if array.dtype == np.uint16:
-        return array.astype(np.float32) / np.float32(65535), 16, gray
+        return array.astype(np.float32) / np.float32(65535), shape, array.dtype
     if not np.issubdtype(array.dtype, np.floating):
         raise ValueError(f"deblur: image dtype must be float, uint8 or uint16, got {array.dtype}.")
     if not np.isfinite(array).all():
         raise ValueError("deblur: the image contains NaN or infinite values.")
-    return array.astype(np.float32), None, gray
+    return array.astype(np.float32), shape, array.dtype
 
 
-def _finish(output: np.ndarray, bit_depth: int | None, gray: bool) -> np.ndarray:
+def _finish(output: np.ndarray, shape: tuple[int, ...], dtype: np.dtype) -> np.ndarray:
+    """Clamp once, back to the input's layout (gray: the channel mean) and dtype (integers
+    rounded once)."""
     output = np.clip(output, 0.0, 1.0)
-    if gray:
-        output = output.mean(axis=-1)
-    if bit_depth is None:
-        return output.astype(np.float32)
-    max_value = 255 if bit_depth == 8 else 65535
-    dtype = np.uint8 if bit_depth == 8 else np.uint16
+    if len(shape) == 2 or shape[-1] == 1:
+        output = output.mean(axis=-1).reshape(shape)
+    if np.issubdtype(dtype, np.floating):
+        return output.astype(dtype)
+    max_value = np.iinfo(dtype).max  # uint8 or uint16 (checked by _to_float_rgb)
     return np.rint(output.astype(np.float64) * max_value).astype(dtype)
 
 
@@ -158,24 +206,32 @@ def deblur(
             weights), a ``keras.Model`` or a :class:`tfdeblur.inference.Runner`. Loaded
             models are cached (two most recent, reloaded when the file changes).
         tile: None (one pass, default), a tile side in pixels, or ``"auto"`` (from the
-            free memory, see :func:`tfdeblur.tiling.auto_tile_size`).
+            free memory, see :func:`tfdeblur.tiling.auto_tile_size`). A model with a fixed
+            input shape is tiled with that shape instead (:func:`plan_tile`).
         overlap: minimum overlap between tiles, at most ``tile / 2``. Default 32.
         preset: model preset for registry names.
 
     Returns:
-        The deblurred image, clamped to ``[0, 1]``: for a path, float32 ``(H, W, 3)``; for
-        an array, the input's layout (grayscale stays ``(H, W)``, the mean of the output
-        channels) and dtype (``uint8``/``uint16`` rounded once; floats as float32).
+        The deblurred image, clamped to ``[0, 1]``: for a path, float32 ``(H, W, 3)``
+        (upright as its EXIF orientation says); for
+        an array, the input's shape (grayscale ``(H, W)`` or ``(H, W, 1)`` stays so, the
+        mean of the output channels) and dtype (``uint8``/``uint16`` rounded once; a float
+        dtype kept; the network itself runs in float32).
 
     Raises:
         FileNotFoundError: the image or model file does not exist.
         ValueError: unreadable image, bad shape/dtype, bad ``tile``/``overlap``.
     """
-    runner = _get_runner(model, preset)
+    from tfdeblur.tiling import check_tiling
+
+    check_tiling(tile, overlap)  # before a model is loaded
     if isinstance(image, (str, os.PathLike)):
-        return _finish(run_image(runner, read_image(image), tile, overlap), None, False)
-    rgb, bit_depth, gray = _to_float_rgb(image)
-    return _finish(run_image(runner, rgb, tile, overlap), bit_depth, gray)
+        rgb = read_image(image, exif_orientation=True)
+        shape, dtype = rgb.shape, np.dtype(np.float32)
+    else:
+        rgb, shape, dtype = _to_float_rgb(image)
+    runner = _get_runner(model, preset)
+    return _finish(run_image(runner, rgb, tile, overlap), shape, dtype)
 
 
 # ---------------------------------------------------------------------------------------
@@ -221,7 +277,11 @@ def _scan(folder: pathlib.Path, exclude: pathlib.Path | None) -> list[pathlib.Pa
 
 
 def plan_jobs(
-    inputs: Iterable[str | os.PathLike], output: str | os.PathLike, image_format: str | None = None
+    inputs: Iterable[str | os.PathLike],
+    output: str | os.PathLike,
+    image_format: str | None = None,
+    *,
+    compare: bool = False,
 ) -> list[Job]:
     """Where each input goes.
 
@@ -233,11 +293,13 @@ def plan_jobs(
       under ``output`` skipped).
     * Images keep their extension unless ``image_format`` (``"png"``, ``"jpg"``) is given;
       extensions :func:`~tfdeblur.image_io.write_image` cannot write become ``.png``.
+    * With ``compare``, every job also writes :func:`compare_path` of its target; those
+      files take part in the checks below like the targets.
 
     Raises:
         FileNotFoundError: an input does not exist.
-        ValueError: no inputs, an empty folder, two inputs mapped to one output, or an
-            output that is one of the inputs.
+        ValueError: no inputs, an empty folder, two outputs (targets or comparison images)
+            at one path, or an output that is one of the inputs.
     """
     inputs = [pathlib.Path(p).expanduser() for p in inputs]
     output = pathlib.Path(output).expanduser()
@@ -283,22 +345,30 @@ def plan_jobs(
                 rel = file.relative_to(path)
                 target = base / rel.parent / _target_name(file, image_format)
                 jobs.append(Job(file, target, _kind(file)))
+    _check_outputs(jobs, compare)
+    return jobs
+
+
+def _check_outputs(jobs: list[Job], compare: bool) -> None:
+    """No output (target, or comparison image with ``compare``) is an input, and no two
+    outputs share a path."""
     sources = {job.source.resolve() for job in jobs}
     seen = {}
     for job in jobs:
-        target = job.target.resolve()
-        if target in sources:
-            raise ValueError(
-                f"Output {str(job.target)!r} is an input file; refusing to overwrite it "
-                "(choose another -o)."
-            )
-        if target in seen:
-            raise ValueError(
-                f"Inputs {str(seen[target])!r} and {str(job.source)!r} would both be "
-                f"written to {str(job.target)!r}; pass them separately or rename one."
-            )
-        seen[target] = job.source
-    return jobs
+        outputs = [job.target] + ([compare_path(job.target)] if compare else [])
+        for path in outputs:
+            resolved = path.resolve()
+            if resolved in sources:
+                raise ValueError(
+                    f"Output {str(path)!r} is an input file; refusing to overwrite it "
+                    "(choose another -o)."
+                )
+            if resolved in seen:
+                raise ValueError(
+                    f"Inputs {str(seen[resolved])!r} and {str(job.source)!r} would both be "
+                    f"written to {str(path)!r}; pass them separately or rename one."
+                )
+            seen[resolved] = job.source
 
 
 # ---------------------------------------------------------------------------------------
@@ -317,14 +387,14 @@ def deblur_image_file(
     """Deblur one image file into ``target`` (bit depth and grayscale kept, atomic write).
 
     Returns:
-        ``{"seconds": model time, "tile": tile used or None}``.
+        ``{"seconds": model time, "tile": tile used (int or ``(H, W)``) or None}``.
     """
     source, target = pathlib.Path(source), pathlib.Path(target)
     info = read_image_info(source)
-    image = read_image(source)
-    tile = _resolve_tile(runner, image.shape, tile)
+    image = read_image(source, exif_orientation=True)  # the output carries no EXIF
+    tile = plan_tile(runner, image.shape, tile, overlap)
     start = time.perf_counter()
-    output = np.clip(run_image(runner, image, tile, overlap), 0.0, 1.0)
+    output = np.clip(_run_planned(runner, image, tile, overlap), 0.0, 1.0)
     seconds = time.perf_counter() - start
     gray = info.channels in (1, 2)
     bit_depth = 16 if info.bit_depth == 16 and target.suffix.lower() == ".png" else 8
@@ -418,7 +488,7 @@ def deblur_files(
                 )
             else:
                 info = deblur_image_file(runner, job.source, job.target, tile, overlap, compare)
-                tiled = f", tiles of {info['tile']}" if info["tile"] else ""
+                tiled = f", tiles of {_describe_tile(info['tile'])}" if info["tile"] else ""
                 message = f"{job.source} -> {job.target} ({info['seconds']:.2f} s{tiled})"
         except Exception as err:  # noqa: BLE001 - one bad file must not stop the rest
             failures.append((job, str(err) or type(err).__name__))

@@ -87,7 +87,9 @@ def evaluate(
     from tfdeblur.data import load_pair
     from tfdeblur.deblurring import run_image
     from tfdeblur.inference import load_runner
+    from tfdeblur.tiling import check_tiling
 
+    check_tiling(tile, overlap)  # before the model is loaded
     runner = load_runner(model)
     pairs = list(pairs)[:limit] if limit else list(pairs)
     if not pairs:

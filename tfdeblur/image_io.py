@@ -38,6 +38,14 @@ JPEG_SIGNATURE = b"\xff\xd8\xff"
 #: Formats a training/evaluation dataset may contain: the ``tf.data`` pipeline decodes these.
 DATASET_FORMATS = ("PNG", "JPEG")
 
+#: The one list of image file extensions (lower case) for scanning folders: what
+#: :func:`read_image` reads (Pillow: PNG, JPEG, BMP, TIFF, WebP; 16-bit PNG via libpng).
+#: ``tfdeblur deblur`` inputs and frame folders use it.
+READ_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
+
+#: The subset a dataset folder is scanned for: the extensions of :data:`DATASET_FORMATS`.
+DATASET_EXTENSIONS = (".png", ".jpg", ".jpeg")
+
 #: Extensions :func:`write_image` understands, and the format each writes.
 WRITE_FORMATS = {".png": "PNG", ".jpg": "JPEG", ".jpeg": "JPEG", ".bmp": "BMP"}
 
@@ -261,12 +269,16 @@ def _decode_png16(data: bytes, path: pathlib.Path, header: _PngHeader) -> np.nda
     return _to_rgb_float(array, 65535, array.shape[-1] in (2, 4), path)
 
 
-def _decode_pil(data: bytes, path: pathlib.Path) -> np.ndarray:
+def _decode_pil(data: bytes, path: pathlib.Path, exif_orientation: bool = False) -> np.ndarray:
     im = _pil_open(io.BytesIO(data), path)
     with im:
         info = _pil_info(im, path)  # refuses unsupported modes
         try:
             im.load()
+            if exif_orientation:
+                from PIL import ImageOps
+
+                im = ImageOps.exif_transpose(im)  # an upright copy (no tag: a plain copy)
             mode = im.mode
             if mode == "1":
                 im, mode = im.convert("L"), "L"
@@ -289,7 +301,7 @@ def _decode_pil(data: bytes, path: pathlib.Path) -> np.ndarray:
     return _to_rgb_float(array, max_value, mode in ("LA", "RGBA"), path)
 
 
-def read_image(path) -> np.ndarray:
+def read_image(path, *, exif_orientation: bool = False) -> np.ndarray:
     """Read an image as float32 ``(H, W, 3)`` RGB in ``[0, 1]``.
 
     Reads PNG (8 and 16 bit, gray/RGB/palette, with or without alpha), JPEG, BMP, TIFF and
@@ -300,6 +312,11 @@ def read_image(path) -> np.ndarray:
 
     Args:
         path: image file.
+        exif_orientation: turn the pixels upright as the EXIF ``Orientation`` tag says
+            (phone photos are often stored sideways with that tag), so that the array is
+            the image as viewers show it. Default False: the pixels as stored, the same
+            as ``tf.io.decode_jpeg`` gives the training pipeline. ``tfdeblur deblur``
+            sets it, since it writes no EXIF: its output is upright pixels.
 
     Returns:
         ``np.ndarray`` float32 of shape ``(H, W, 3)``.
@@ -317,7 +334,7 @@ def read_image(path) -> np.ndarray:
             raise ValueError(f"Image {str(path)!r} {problem}.")
         if header.bit_depth == 16:
             return _decode_png16(data, path, header)
-    return _decode_pil(data, path)
+    return _decode_pil(data, path, exif_orientation)
 
 
 _IEND_CHUNK = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # length 0, type, CRC

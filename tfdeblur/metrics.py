@@ -12,8 +12,12 @@ from __future__ import annotations
 import numpy as np
 import tensorflow as tf
 
-# scipy.ndimage.gaussian_filter(sigma=1.5, truncate=3.5) -> radius int(3.5 * 1.5 + 0.5) = 5.
+# SSIM constants shared by both variants (Wang et al. 2004, sec. III-B/C): K1, K2 and the
+# Gaussian window of standard deviation 1.5.
+_SSIM_K1, _SSIM_K2 = 0.01, 0.03
 _SSIM_SIGMA = 1.5
+# scipy.ndimage.gaussian_filter(sigma=1.5, truncate=3.5) -> radius int(3.5 * 1.5 + 0.5) = 5,
+# an 11-tap window: the same as MATLAB's fspecial('gaussian', 11, 1.5).
 _SSIM_TRUNCATE = 3.5
 
 
@@ -34,11 +38,28 @@ def psnr(prediction, target, data_range: float = 1.0):
     return 10.0 * tf.math.log(data_range**2 / mse) / tf.math.log(10.0)
 
 
-def _gaussian_kernel_1d(sigma: float, truncate: float) -> np.ndarray:
+def gaussian_window_1d(sigma: float = _SSIM_SIGMA, truncate: float = _SSIM_TRUNCATE) -> np.ndarray:
+    """The normalised 1-D Gaussian both SSIM variants filter with, float64.
+
+    ``exp(-x^2 / (2 sigma^2))`` for ``x`` in ``[-r, r]``, ``r = int(truncate x sigma +
+    0.5)`` (scipy's rule; 5 for the defaults), divided by its sum. The 2-D window is the
+    outer product with itself, which is also ``fspecial('gaussian', 2r + 1, sigma)``
+    (the normalised 2-D Gaussian factors into two normalised 1-D ones).
+    """
     radius = int(truncate * sigma + 0.5)
     x = np.arange(-radius, radius + 1, dtype=np.float64)
     kernel = np.exp(-0.5 * (x / sigma) ** 2)
-    return (kernel / kernel.sum()).astype(np.float32)
+    return kernel / kernel.sum()
+
+
+def _ssim_map(mu_x, mu_y, xx, yy, xy, c1, c2):
+    """SSIM map from the filtered moments (eq. 13): works on NumPy arrays and tensors."""
+    var_x = xx - mu_x * mu_x
+    var_y = yy - mu_y * mu_y
+    cov = xy - mu_x * mu_y
+    return ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / (
+        (mu_x * mu_x + mu_y * mu_y + c1) * (var_x + var_y + c2)
+    )
 
 
 def ssim(prediction, target, data_range: float = 1.0):
@@ -67,7 +88,7 @@ def ssim(prediction, target, data_range: float = 1.0):
     channels = prediction.shape[-1]
     if channels is None:
         raise ValueError("ssim needs a known channel count.")
-    g = _gaussian_kernel_1d(_SSIM_SIGMA, _SSIM_TRUNCATE)
+    g = gaussian_window_1d().astype(np.float32)
     size = g.size
     kernel_v = tf.constant(np.tile(g.reshape(size, 1, 1, 1), (1, 1, channels, 1)))
     kernel_h = tf.constant(np.tile(g.reshape(1, size, 1, 1), (1, 1, channels, 1)))
@@ -77,15 +98,12 @@ def ssim(prediction, target, data_range: float = 1.0):
         x = tf.nn.depthwise_conv2d(x, kernel_v, [1, 1, 1, 1], "VALID")
         return tf.nn.depthwise_conv2d(x, kernel_h, [1, 1, 1, 1], "VALID")
 
-    c1 = (0.01 * data_range) ** 2
-    c2 = (0.03 * data_range) ** 2
-    mu_x, mu_y = blur(prediction), blur(target)
-    var_x = blur(prediction * prediction) - mu_x * mu_x
-    var_y = blur(target * target) - mu_y * mu_y
-    cov = blur(prediction * target) - mu_x * mu_y
-    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / (
-        (mu_x * mu_x + mu_y * mu_y + c1) * (var_x + var_y + c2)
-    )
+    c1 = (_SSIM_K1 * data_range) ** 2
+    c2 = (_SSIM_K2 * data_range) ** 2
+    ssim_map = _ssim_map(
+        blur(prediction), blur(target), blur(prediction * prediction), blur(target * target),
+        blur(prediction * target), c1, c2,
+    )  # fmt: skip
     result = tf.reduce_mean(ssim_map, axis=[1, 2, 3])
     return result[0] if unbatched else result
 
@@ -164,21 +182,14 @@ def ssim_matlab(prediction, target, quantize: bool = True) -> np.ndarray:
         )
     x = rgb_to_y_matlab(prediction, quantize)
     y = rgb_to_y_matlab(target, quantize)
-    # fspecial('gaussian', 11, 1.5) is separable: the outer product of this 1-D kernel.
-    radius = 5
-    g = np.exp(-0.5 * (np.arange(-radius, radius + 1, dtype=np.float64) / 1.5) ** 2)
-    g /= g.sum()
+    # fspecial('gaussian', 11, 1.5) is separable: the outer product of this 1-D window.
+    g = gaussian_window_1d()
+    radius = g.size // 2
 
     def filt(a):
         a = correlate1d(correlate1d(a, g, axis=-2), g, axis=-1)
         return a[..., radius:-radius, radius:-radius]  # 'valid': drop what saw the border
 
-    c1, c2 = (0.01 * 255) ** 2, (0.03 * 255) ** 2
-    mu_x, mu_y = filt(x), filt(y)
-    var_x = filt(x * x) - mu_x**2
-    var_y = filt(y * y) - mu_y**2
-    cov = filt(x * y) - mu_x * mu_y
-    ssim_map = ((2 * mu_x * mu_y + c1) * (2 * cov + c2)) / (
-        (mu_x**2 + mu_y**2 + c1) * (var_x + var_y + c2)
-    )
+    c1, c2 = (_SSIM_K1 * 255) ** 2, (_SSIM_K2 * 255) ** 2
+    ssim_map = _ssim_map(filt(x), filt(y), filt(x * x), filt(y * y), filt(x * y), c1, c2)
     return ssim_map.mean(axis=(-2, -1))

@@ -32,16 +32,15 @@ Conventions:
   input's frame rate (``fps`` for a folder input, default 24): H.264 (``libx264``, CRF 16;
   4:2:0 when both sides are even, 4:4:4 otherwise, since 4:2:0 needs even sizes), VP9 for
   ``.webm``; ``codec="lossless"`` writes RGB H.264 at CRF 0 (``libx264rgb``).
-* Every file is written atomically (temporary file + ``os.replace``) and an input is never
-  overwritten.
+* Every file is written atomically (:func:`tfdeblur.fileio.atomic_path`: a temporary file
+  beside it, moved into place only when complete) and an input is never overwritten.
 """
 
 from __future__ import annotations
 
 import collections
-import os
+import contextlib
 import pathlib
-import secrets
 import time
 import weakref
 from collections.abc import Callable, Iterable, Iterator
@@ -49,12 +48,14 @@ from collections.abc import Callable, Iterable, Iterator
 import numpy as np
 
 from tfdeblur.data.video import natural_key
-from tfdeblur.image_io import read_image, write_image
+from tfdeblur.fileio import atomic_path
+from tfdeblur.image_io import READ_EXTENSIONS, read_image, write_image
 
 #: Extensions treated as video files.
 VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
-#: Extensions of frames in a folder.
-FRAME_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp")
+#: Extensions of frames in a folder: every image :func:`tfdeblur.image_io.read_image`
+#: reads (:data:`tfdeblur.image_io.READ_EXTENSIONS`).
+FRAME_EXTENSIONS = READ_EXTENSIONS
 #: Frame rate of a video made from a folder of frames, unless one is given.
 DEFAULT_FPS = 24.0
 #: Default H.264 constant rate factor (visually lossless for most content).
@@ -332,66 +333,41 @@ def _to_uint8(image: np.ndarray) -> np.ndarray:
     return np.rint(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
 
 
-class _VideoWriter:
-    """Frames to a video file through a temporary file moved into place by :meth:`commit`;
-    without it (an error on the way), :meth:`close` leaves nothing behind."""
+@contextlib.contextmanager
+def _frame_writer(target: pathlib.Path, fps: float, codec: str | None, height: int, width: int):
+    """A ``write(image, name)`` function for the frames of one output, as a context.
 
-    def __init__(self, target: pathlib.Path, fps: float, codec: str | None):
-        self.target, self.fps, self.codec = target, fps, codec
-        self.tmp = target.with_name(f".{target.stem}.{secrets.token_hex(6)}.tmp{target.suffix}")
-        self.writer = None
+    A video file is encoded into a temporary file of :func:`tfdeblur.fileio.atomic_path`
+    (same suffix, so ffmpeg picks the container) that becomes ``target`` only when the
+    context exits without an error; after an error ffmpeg is stopped and nothing is left.
+    A folder (created here) gets one atomic 8-bit PNG per frame, named after the input
+    frame.
+    """
+    if not is_video_file(target):
+        target.mkdir(parents=True, exist_ok=True)
+        yield lambda image, name: write_image(target / (pathlib.Path(name).stem + ".png"), image)
+        return
+    import imageio.v2 as imageio
 
-    def write(self, image: np.ndarray, name: str) -> None:
-        del name  # frames of a video have no names
-        if self.writer is None:
-            import imageio.v2 as imageio
-
-            self.target.parent.mkdir(parents=True, exist_ok=True)
-            height, width = image.shape[:2]
-            self.writer = imageio.get_writer(
-                str(self.tmp),
-                format="FFMPEG",
-                fps=self.fps,
-                quality=None,
-                macro_block_size=1,
-                ffmpeg_log_level="error",
-                **_writer_options(self.target, self.codec, height, width),
-            )
-        self.writer.append_data(_to_uint8(image))
-
-    def commit(self) -> None:
-        if self.writer is not None:
-            self.writer.close()
-            self.writer = None
-            os.replace(self.tmp, self.target)
-
-    def close(self) -> None:
-        if self.writer is not None:
+    with atomic_path(target) as tmp:
+        writer = imageio.get_writer(
+            str(tmp),
+            format="FFMPEG",
+            fps=fps,
+            quality=None,
+            macro_block_size=1,
+            ffmpeg_log_level="error",
+            **_writer_options(target, codec, height, width),
+        )
+        try:
+            yield lambda image, name: writer.append_data(_to_uint8(image))
+        except BaseException:
             try:
-                self.writer.close()
+                writer.close()
             except Exception:  # noqa: BLE001 - already failing; keep the first error
                 pass
-            self.writer = None
-        if self.tmp.exists():
-            self.tmp.unlink()
-
-
-class _FolderWriter:
-    """Frames to 8-bit PNGs in a folder (created here), one atomic file each, named after
-    the input frames."""
-
-    def __init__(self, target: pathlib.Path):
-        self.target = target
-        target.mkdir(parents=True, exist_ok=True)
-
-    def write(self, image: np.ndarray, name: str) -> None:
-        write_image(self.target / (pathlib.Path(name).stem + ".png"), image)
-
-    def commit(self) -> None:
-        pass
-
-    def close(self) -> None:
-        pass
+            raise
+        writer.close()  # flushes the file before atomic_path moves it into place
 
 
 def deblur_video(
@@ -431,7 +407,9 @@ def deblur_video(
     Raises:
         FileNotFoundError: ``source`` does not exist.
         ValueError: ``target`` is ``source``, bad ``fps``, unreadable input, no frames,
-            frames of different sizes, a video network given as ``.tflite``/``.onnx``.
+            frames of different sizes, a video network given as ``.tflite``/``.onnx``,
+            two frames that would be written to one PNG, or a comparison image that would
+            overwrite an input.
     """
     source, target = pathlib.Path(source), pathlib.Path(target)
     if not source.exists():
@@ -440,9 +418,26 @@ def deblur_video(
         raise ValueError(f"Output {str(target)!r} is the input; choose another path.")
     if fps is not None and (not np.isfinite(fps) or fps <= 0):
         raise ValueError(f"fps must be a positive number, got {fps!r}.")
+    inputs = list_frames(source) if source.is_dir() else [source]
+    if source.is_dir() and not is_video_file(target):
+        stems = [p.stem for p in inputs]
+        twins = sorted({stem for stem in stems if stems.count(stem) > 1})
+        if twins:
+            raise ValueError(
+                f"Frames {twins[:3]} of {str(source)!r} exist with several extensions and "
+                f"would all be written to one PNG in {str(target)!r}; rename them."
+            )
+    if compare:
+        from tfdeblur.deblurring import compare_path
+
+        if compare_path(target).resolve() in {p.resolve() for p in inputs}:
+            raise ValueError(
+                f"The comparison image {str(compare_path(target))!r} would overwrite an "
+                "input; choose another output."
+            )
     runner = _as_runner(model)
     if source.is_dir():
-        total = len(list_frames(source))
+        total = len(inputs)
         fps = DEFAULT_FPS if fps is None else fps
     else:
         header_fps, total = _video_header(source)
@@ -464,28 +459,31 @@ def deblur_video(
             pending.append(item)
             yield item[1]
 
-    writer = _VideoWriter(target, fps, codec) if is_video_file(target) else _FolderWriter(target)
     outputs = stream_deblur(runner, frames(), tile=tile, overlap=overlap)
-    seconds, count, middle = 0.0, 0, None
-    try:
-        while True:
-            start, read_before = time.perf_counter(), reading["seconds"]
-            out = next(outputs, None)
-            seconds += time.perf_counter() - start - (reading["seconds"] - read_before)
-            if out is None:
-                break
+    seconds = 0.0
+
+    def next_output():
+        # The model's time: the wait for the next output less the decoding inside it.
+        nonlocal seconds
+        start, read_before = time.perf_counter(), reading["seconds"]
+        out = next(outputs, None)
+        seconds += time.perf_counter() - start - (reading["seconds"] - read_before)
+        return out
+
+    out = next_output()
+    if out is None:
+        raise ValueError(f"Video input {str(source)!r} has no frames.")
+    count, middle = 0, None
+    with _frame_writer(target, fps, codec, *out.shape[:2]) as write:
+        while out is not None:
             name, frame = pending.popleft()
-            writer.write(out, name)
+            write(out, name)
             if compare and count == (total or 1) // 2:
                 middle = frame, np.clip(out, 0.0, 1.0)
             count += 1
             if on_frame is not None:
                 on_frame(count, total)
-        if count == 0:
-            raise ValueError(f"Video input {str(source)!r} has no frames.")
-        writer.commit()
-    finally:
-        writer.close()
+            out = next_output()
     if compare and middle is not None:
         from tfdeblur.compare import comparison_image
         from tfdeblur.deblurring import compare_path

@@ -7,6 +7,8 @@ import pytest
 from PIL import Image
 
 from tfdeblur.image_io import (
+    DATASET_EXTENSIONS,
+    READ_EXTENSIONS,
     ImageInfo,
     read_image,
     read_image_info,
@@ -90,6 +92,39 @@ def test_jpeg_and_bmp_read(tmp_path):
     Image.fromarray(pixels).save(tmp_path / "a.jpg", quality=98)
     decoded = np.asarray(Image.open(tmp_path / "a.jpg").convert("RGB"))
     np.testing.assert_array_equal(read_image(tmp_path / "a.jpg"), decoded / np.float32(255))
+
+
+def test_one_list_of_image_extensions(tmp_path):
+    """READ_EXTENSIONS is the one list: every entry is read by read_image, datasets scan a
+    subset of it, and the deblur CLI and frame folders use it as it is."""
+    import tfdeblur.data as data
+    import tfdeblur.deblurring as deblurring
+    import tfdeblur.video as video
+
+    pixels = _rgb8(9, 11)
+    for ext in READ_EXTENSIONS:
+        Image.fromarray(pixels).save(
+            tmp_path / f"a{ext}", **({"lossless": True} if ext == ".webp" else {})
+        )
+        image = read_image(tmp_path / f"a{ext}")
+        assert image.shape == (9, 11, 3), ext
+        if ext not in (".jpg", ".jpeg"):  # lossless formats
+            np.testing.assert_array_equal(image, pixels / np.float32(255), err_msg=ext)
+    assert set(DATASET_EXTENSIONS) <= set(READ_EXTENSIONS)
+    assert data.IMAGE_EXTENSIONS is DATASET_EXTENSIONS
+    assert deblurring.IMAGE_EXTENSIONS is READ_EXTENSIONS
+    assert video.FRAME_EXTENSIONS is READ_EXTENSIONS
+
+
+def test_exif_orientation_only_on_request(tmp_path):
+    pixels = _rgb8(8, 12)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # Orientation: rotate 90 degrees clockwise to display
+    Image.fromarray(pixels).save(tmp_path / "a.jpg", exif=exif, quality=100)
+    stored = read_image(tmp_path / "a.jpg")
+    assert stored.shape == (8, 12, 3)  # as stored: what tf.io.decode_jpeg gives training
+    upright = read_image(tmp_path / "a.jpg", exif_orientation=True)
+    np.testing.assert_array_equal(upright, np.rot90(stored, k=-1))  # clockwise
 
 
 def test_gopro_samples_read_and_psnr(gopro_samples):

@@ -16,18 +16,17 @@ import argparse
 import sys
 
 
-def _tile(value: str):
-    if value.lower() == "auto":
-        return "auto"
+def tile_argument(value: str):
+    """argparse ``type`` of ``--tile`` (here and in ``tfdeblur eval``):
+    :func:`tfdeblur.tiling.parse_tile`, the one tile parser."""
+    from tfdeblur.tiling import parse_tile
+
     try:
-        tile = int(value)
+        return parse_tile(value)
     except ValueError:
         raise argparse.ArgumentTypeError(
-            f"expected a number of pixels or 'auto', got {value!r}"
+            f"expected a positive number of pixels or 'auto', got {value!r}"
         ) from None
-    if tile < 1:
-        raise argparse.ArgumentTypeError(f"must be positive, got {tile}")
-    return tile
 
 
 def add_model_arguments(p: argparse.ArgumentParser, model_help: str) -> None:
@@ -37,9 +36,10 @@ def add_model_arguments(p: argparse.ArgumentParser, model_help: str) -> None:
     p.add_argument("--model", required=True, help=model_help)
     p.add_argument("--preset", default=None, help="preset for a registered network name")
     p.add_argument(
-        "--tile", type=_tile, default=None,
+        "--tile", type=tile_argument, default=None,
         help="tile side in pixels for images larger than memory allows, or 'auto' "
-        "(from the free memory); default: one pass",
+        "(from the free memory); default: one pass. A model exported with a fixed "
+        "--input-size tiles other sizes with that size instead",
     )  # fmt: skip
     p.add_argument("--overlap", type=int, default=32, help="tile overlap in pixels (default 32)")
     p.add_argument(
@@ -59,12 +59,9 @@ def load_model_runner(args: argparse.Namespace):
     ``--overlap`` (before the model is loaded); a video network refuses a ``--tile`` (it
     runs on whole frames)."""
     from tfdeblur.inference import load_runner
-    from tfdeblur.tiling import check_tile_args
+    from tfdeblur.tiling import check_tiling
 
-    if args.overlap < 0:
-        raise ValueError(f"--overlap must be >= 0, got {args.overlap}.")
-    if isinstance(args.tile, int):
-        check_tile_args(args.tile, args.overlap)
+    check_tiling(args.tile, args.overlap)
     runner = load_runner(args.model, args.preset, args.threads)
     if runner.is_video and isinstance(args.tile, int):
         raise ValueError(
@@ -101,7 +98,7 @@ def register(subparsers) -> None:
 def run(args: argparse.Namespace) -> int:
     from tfdeblur.deblurring import deblur_files, plan_jobs
 
-    jobs = plan_jobs(args.inputs, args.output, args.image_format)
+    jobs = plan_jobs(args.inputs, args.output, args.image_format, compare=args.compare)
     runner = load_model_runner(args)
     failures = deblur_files(
         jobs, runner, args.tile, args.overlap, args.compare, args.codec, progress=not args.quiet

@@ -19,6 +19,8 @@ import argparse
 import pathlib
 import sys
 
+from tfdeblur.commands.deblur import tile_argument
+
 
 def register(subparsers) -> None:
     p = subparsers.add_parser(
@@ -40,8 +42,9 @@ def register(subparsers) -> None:
     p.add_argument("--csv", default="eval.csv", help="per-image CSV (default: eval.csv)")
     p.add_argument("--limit", type=int, default=None, help="evaluate the first N pairs only")
     p.add_argument(
-        "--tile", default=None, help="tiled inference: pixels or 'auto' (default: one pass)"
-    )
+        "--tile", type=tile_argument, default=None,
+        help="tiled inference: pixels or 'auto' (default: one pass)",
+    )  # fmt: skip
     p.add_argument("--overlap", type=int, default=32, help="tile overlap (default 32)")
     p.add_argument(
         "--quantize", action="store_true",
@@ -75,15 +78,9 @@ def run(args: argparse.Namespace) -> int:
     )
     from tfdeblur.inference import load_runner
     from tfdeblur.registry import list_models
+    from tfdeblur.tiling import check_tiling
 
-    tile = args.tile
-    if tile is not None and tile != "auto":
-        try:
-            tile = int(tile)
-        except ValueError:
-            raise ValueError(
-                f"--tile must be a number of pixels or 'auto', got {tile!r}."
-            ) from None
+    tile, _ = check_tiling(args.tile, args.overlap)  # before the data and model are read
     if args.limit is not None and args.limit < 1:
         raise ValueError(f"--limit must be positive, got {args.limit}.")
     root = data.resolve_data(args.data)

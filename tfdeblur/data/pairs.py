@@ -42,7 +42,9 @@ import numpy as np
 from tfdeblur import image_io
 
 BLUR_KEYS = ("blur", "blur_gamma")
-IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg")
+#: Extensions of dataset images: :data:`tfdeblur.image_io.DATASET_EXTENSIONS` (the formats
+#: the ``tf.data`` pipeline decodes).
+IMAGE_EXTENSIONS = image_io.DATASET_EXTENSIONS
 SHARP_KEY = "sharp"
 
 # How many problems one DatasetError message lists before summarising the rest.
