@@ -32,10 +32,12 @@ class GlobalLocalModule(keras.layers.Layer):
     Args:
         attention_maps: int, C2 of the attention branches. Default 128.
         filter_size: odd int, k of the pixel-dependent filter. Default 5 (sec. 3.1).
-        meta_filters: int, hidden width of the kernel-generating meta-layer. Default 128.
+        meta_filters: int or None, hidden width of the kernel-generating meta-layer; None
+            for a meta-layer of one convolution (see :class:`DynamicFilter`). Default 128.
         cross_attention: bool, add the cross-attention branch (decoders). Default False.
         per_channel_kernel: bool, see :class:`DynamicFilter`. Default False.
         kernel_initializer: initializer of all convolutions. Default ``"glorot_uniform"``.
+        meta_kernel_size: odd int, side of the meta-layer's convolutions. Default 3.
     """
 
     def __init__(
@@ -46,12 +48,14 @@ class GlobalLocalModule(keras.layers.Layer):
         cross_attention=False,
         per_channel_kernel=False,
         kernel_initializer="glorot_uniform",
+        meta_kernel_size=3,
         **kwargs,
     ):
         super().__init__(**kwargs)
         self.attention_maps = attention_maps
         self.filter_size = filter_size
         self.meta_filters = meta_filters
+        self.meta_kernel_size = meta_kernel_size
         self.cross_attention = bool(cross_attention)
         self.per_channel_kernel = bool(per_channel_kernel)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
@@ -63,7 +67,13 @@ class GlobalLocalModule(keras.layers.Layer):
             else None
         )
         self.dynamic = DynamicFilter(
-            None, filter_size, meta_filters, per_channel_kernel, name="dynamic_filter", **common
+            None,
+            filter_size,
+            meta_filters,
+            per_channel_kernel,
+            meta_kernel_size=meta_kernel_size,
+            name="dynamic_filter",
+            **common,
         )
 
     def _usage_error(self):
@@ -118,6 +128,7 @@ class GlobalLocalModule(keras.layers.Layer):
             "cross_attention": self.cross_attention,
             "per_channel_kernel": self.per_channel_kernel,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "meta_kernel_size": self.meta_kernel_size,
         }
 
 
@@ -138,6 +149,7 @@ class GlobalLocalResBlock(keras.layers.Layer):
         attention_maps, filter_size, meta_filters, cross_attention, per_channel_kernel:
             see :class:`GlobalLocalModule`.
         kernel_initializer: initializer of all convolutions. Default ``"glorot_uniform"``.
+        meta_kernel_size: see :class:`GlobalLocalModule`. Default 3.
     """
 
     def __init__(
@@ -149,6 +161,7 @@ class GlobalLocalResBlock(keras.layers.Layer):
         cross_attention=False,
         per_channel_kernel=False,
         kernel_initializer="glorot_uniform",
+        meta_kernel_size=3,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -158,6 +171,7 @@ class GlobalLocalResBlock(keras.layers.Layer):
         self.attention_maps = attention_maps
         self.filter_size = filter_size
         self.meta_filters = meta_filters
+        self.meta_kernel_size = meta_kernel_size
         self.cross_attention = bool(cross_attention)
         self.per_channel_kernel = bool(per_channel_kernel)
         self.kernel_initializer = keras.initializers.get(kernel_initializer)
@@ -168,6 +182,7 @@ class GlobalLocalResBlock(keras.layers.Layer):
             self.cross_attention,
             per_channel_kernel,
             self.kernel_initializer,
+            meta_kernel_size,
             dtype=self.dtype_policy,
             name="global_local",
         )
@@ -218,4 +233,5 @@ class GlobalLocalResBlock(keras.layers.Layer):
             "cross_attention": self.cross_attention,
             "per_channel_kernel": self.per_channel_kernel,
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
+            "meta_kernel_size": self.meta_kernel_size,
         }

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from keras_layers import DRM, DeformableConv2D, deform_conv2d
-from tests.utils import assert_layer_config_roundtrip
+from tests.utils import assert_converts_to_tflite_and_onnx, assert_layer_config_roundtrip
 
 
 def torchvision_bilinear(img, h, w):
@@ -27,7 +27,10 @@ def torchvision_bilinear(img, h, w):
 
 
 def naive_deform_conv(x, offsets, kernel, bias=None, dilation=1):
-    """Eq. (6) pixel by pixel and tap by tap: stride 1, padding d*(k-1)/2 (torchvision)."""
+    """Eq. (6) pixel by pixel and tap by tap: stride 1, padding d*(k-1)/2 (torchvision).
+
+    ``dilation`` is an int or a ``(d_h, d_w)`` pair."""
+    d_h, d_w = (dilation, dilation) if isinstance(dilation, int) else dilation
     batch, height, width, _ = x.shape
     kh, kw, _, out_ch = kernel.shape
     x, offsets, kernel = (a.astype(np.float64) for a in (x, offsets, kernel))
@@ -39,13 +42,8 @@ def naive_deform_conv(x, offsets, kernel, bias=None, dilation=1):
                 for i in range(kh):
                     for j in range(kw):
                         n = i * kw + j
-                        h = y - dilation * (kh - 1) // 2 + i * dilation + offsets[b, y, xq, 2 * n]
-                        w = (
-                            xq
-                            - dilation * (kw - 1) // 2
-                            + j * dilation
-                            + offsets[b, y, xq, 2 * n + 1]
-                        )
+                        h = y - d_h * (kh - 1) // 2 + i * d_h + offsets[b, y, xq, 2 * n]
+                        w = xq - d_w * (kw - 1) // 2 + j * d_w + offsets[b, y, xq, 2 * n + 1]
                         acc += torchvision_bilinear(x[b], h, w) @ kernel[i, j]
                 out[b, y, xq] = acc
     return out
@@ -84,7 +82,7 @@ def test_integer_offsets_shift_the_taps():
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
-@pytest.mark.parametrize("dilation", [1, 2])
+@pytest.mark.parametrize("dilation", [1, 2, (1, 2), (3, 1)])
 def test_fractional_offsets_match_naive_reference(dilation):
     x = _random((2, 7, 6, 3), 6)
     kernel = _random((3, 3, 3, 4), 7)
@@ -93,6 +91,51 @@ def test_fractional_offsets_match_naive_reference(dilation):
     got = np.asarray(deform_conv2d(x, offsets, kernel, bias, dilation_rate=dilation))
     expected = naive_deform_conv(x, offsets, kernel, bias, dilation)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+
+
+def test_float16_inputs_match_naive_reference():
+    # Mixed precision: float16 features and kernel, positions and bilinear weights kept in
+    # float32 inside the op. Outputs are float16 (about 3 significant digits).
+    x = _random((1, 6, 7, 3), 30)
+    kernel = _random((3, 3, 3, 4), 31, scale=0.3)
+    bias = _random((4,), 32)
+    offsets = _random((1, 6, 7, 18), 33, scale=1.5)
+    got = deform_conv2d(
+        x.astype(np.float16), offsets.astype(np.float16), kernel.astype(np.float16), bias
+    )
+    assert got.dtype == tf.float16
+    expected = naive_deform_conv(x, offsets, kernel, bias)
+    np.testing.assert_allclose(np.asarray(got, np.float64), expected, rtol=1e-2, atol=2e-2)
+    # Far from the origin a float16 position would round (float16 steps are 0.25 at 300):
+    # the op keeps positions in float32, so a 0.3-pixel offset on a wide map is exact.
+    wide = _random((1, 1, 320, 2), 34)
+    shift = np.zeros((1, 1, 320, 2), np.float32)  # 1x1 kernel: one tap
+    shift[..., 1] = 0.3
+    one_tap = _random((1, 1, 2, 1), 35)
+    got = np.asarray(
+        deform_conv2d(wide.astype(np.float16), shift, one_tap.astype(np.float16)), np.float64
+    )
+    expected = naive_deform_conv(wide, shift, one_tap)
+    np.testing.assert_allclose(got, expected, rtol=1e-2, atol=2e-2)
+
+
+def test_offsets_of_another_size_are_rejected():
+    x = np.zeros((2, 5, 6, 2), np.float32)
+    kernel = np.zeros((3, 3, 2, 1), np.float32)
+    for bad in [(2, 5, 5, 18), (2, 4, 6, 18), (1, 5, 6, 18)]:
+        with pytest.raises(ValueError, match=r"offsets must have the inputs' .*\(2, 5, 6, 2\)"):
+            deform_conv2d(x, np.zeros(bad, np.float32), kernel)
+    with pytest.raises(ValueError, match="4-D"):
+        deform_conv2d(x, np.zeros((2, 5, 108), np.float32), kernel)
+
+    # Unknown static sizes (dynamic H, W): checked when run, not inside a reshape.
+    spec = tf.TensorSpec([None, None, None, 2]), tf.TensorSpec([None, None, None, 18])
+    run = tf.function(lambda a, o: deform_conv2d(a, o, kernel), input_signature=spec)
+    assert run(x, np.zeros((2, 5, 6, 18), np.float32)).shape == (2, 5, 6, 1)
+    with pytest.raises(
+        tf.errors.InvalidArgumentError, match="offsets must have the batch size, height and width"
+    ):
+        run(x, np.zeros((2, 5, 7, 18), np.float32))
 
 
 def test_samples_outside_the_image_read_zero():
@@ -141,6 +184,13 @@ def test_rejects_bad_arguments():
         deform_conv2d(x, np.zeros((1, 4, 4, 18), np.float32), np.zeros((3, 3, 5, 1), np.float32))
     with pytest.raises(ValueError, match="kernel_size"):
         DeformableConv2D(4, kernel_size=2)
+    with pytest.raises(ValueError, match="dilation_rate"):
+        deform_conv2d(x, np.zeros((1, 4, 4, 18), np.float32), np.zeros((3, 3, 2, 1)), None, 0)
+    for bad in [0, (1, 2), 1.5, "2"]:
+        with pytest.raises(ValueError, match="dilation_rate"):
+            DRM(dilation_rate=bad)
+        with pytest.raises(ValueError, match="dilation_rate"):
+            DeformableConv2D(4, dilation_rate=bad)
 
 
 def test_gradients_reach_the_offsets():
@@ -208,40 +258,9 @@ def test_config_roundtrip_and_dynamic_shapes():
 
 @pytest.mark.slow
 def test_converts_to_tflite_builtins_and_onnx_with_dynamic_size():
-    import onnxruntime
-    import tf2onnx
-    from ai_edge_litert.interpreter import Interpreter
-    from tensorflow.python.framework.convert_to_constants import (
-        convert_variables_to_constants_v2,
-    )
-
     inputs = keras.Input((None, None, 4))
     model = keras.Model(inputs, DRM(name="drm")(inputs))
     for w in model.get_layer("drm").deform.offset_conv.weights:
         w.assign(_random(w.shape, 22, scale=0.3))
-    spec = tf.TensorSpec([1, None, None, 4], tf.float32, name="x")
-
-    @tf.function(input_signature=[spec])
-    def serve(t):
-        return model(t)
-
-    # Variables frozen first: kept as TFLite resource variables they would read NaN.
-    frozen = convert_variables_to_constants_v2(serve.get_concrete_function())
-    converter = tf.lite.TFLiteConverter.from_concrete_functions([frozen])
-    converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-    interpreter = Interpreter(model_content=converter.convert())
-    proto, _ = tf2onnx.convert.from_function(serve, input_signature=[spec], opset=17)
-    session = onnxruntime.InferenceSession(proto.SerializeToString())
-
-    for size in [(9, 13), (6, 5)]:
-        x = _random((1, *size, 4), size[0])
-        expected = np.asarray(model(x))
-        detail = interpreter.get_input_details()[0]
-        interpreter.resize_tensor_input(detail["index"], x.shape)
-        interpreter.allocate_tensors()
-        interpreter.set_tensor(detail["index"], x)
-        interpreter.invoke()
-        got = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
-        got = session.run(None, {session.get_inputs()[0].name: x})[0]
-        np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
+    runs = [[_random((1, *size, 4), size[0])] for size in [(9, 13), (6, 5)]]
+    assert_converts_to_tflite_and_onnx(model, runs)

@@ -98,8 +98,47 @@ def test_layer_starts_as_ordinary_convolution():
     assert layer.count_params() == 112 + 925 + 228
 
 
+@pytest.mark.parametrize("meta_kernel_size", [1, 3])
+def test_single_convolution_meta_layer(meta_kernel_size):
+    # meta_filters=None: K is one convolution of the input, no hidden layer.
+    layer = DynamicFilter(kernel_size=5, meta_filters=None, meta_kernel_size=meta_kernel_size)
+    rng = np.random.default_rng(5)
+    x = rng.normal(size=(2, 6, 7, 3)).astype(np.float32)
+    layer(x)
+    assert layer.meta_hidden is None
+    m = meta_kernel_size
+    assert layer.meta_kernel.kernel.shape == (m, m, 3, 25)
+    # meta-layer m*m*3*25 + 25, filter 5*5*3*3 + 3
+    assert layer.count_params() == m * m * 3 * 25 + 25 + 228
+    layer.meta_kernel.set_weights(
+        [rng.normal(size=w.shape).astype(np.float32) for w in layer.meta_kernel.get_weights()]
+    )
+    kernel, bias = layer.meta_kernel.get_weights()
+    adaptive = tf.nn.conv2d(x, kernel, 1, "SAME").numpy() + bias
+    np.testing.assert_allclose(layer.adaptive_kernel(x), adaptive, rtol=1e-5, atol=1e-5)
+    expected = naive_dynamic_filter(x, adaptive, layer.kernel.numpy(), layer.bias.numpy())
+    np.testing.assert_allclose(layer(x), expected, rtol=1e-4, atol=1e-4)
+
+
+def test_meta_kernel_size_of_the_two_layer_meta_layer():
+    layer = DynamicFilter(kernel_size=3, meta_filters=4, meta_kernel_size=1)
+    layer(np.zeros((1, 5, 5, 2), np.float32))
+    assert layer.meta_hidden.kernel.shape == (1, 1, 2, 4)
+    assert layer.meta_kernel.kernel.shape == (1, 1, 4, 9)
+
+
 def test_config_roundtrip_and_errors():
     assert_layer_config_roundtrip(DynamicFilter(filters=2, kernel_size=3, per_channel_kernel=True))
+    assert_layer_config_roundtrip(DynamicFilter(meta_filters=None, meta_kernel_size=1))
+    # Configs written before meta_kernel_size existed load with the 3x3 meta-layer.
+    config = DynamicFilter(meta_filters=6).get_config()
+    del config["meta_kernel_size"]
+    assert DynamicFilter.from_config(config).meta_kernel_size == 3
+    for bad in [0, 2, 1.0]:
+        with pytest.raises(ValueError, match="meta_kernel_size"):
+            DynamicFilter(meta_kernel_size=bad)
+    with pytest.raises(ValueError, match="meta_filters"):
+        DynamicFilter(meta_filters=0)
     with pytest.raises(ValueError, match="kernel_size"):
         DynamicFilter(kernel_size=4)
     with pytest.raises(ValueError, match="filters"):

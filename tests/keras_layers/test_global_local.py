@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from keras_layers import GlobalLocalModule, GlobalLocalResBlock, MergePatches, SplitPatches
-from tests.utils import assert_layer_config_roundtrip
+from tests.utils import assert_converts_to_tflite_and_onnx, assert_layer_config_roundtrip
 
 
 def softmax(v, axis):
@@ -130,9 +130,22 @@ def test_split_merge_with_dynamic_sizes():
         np.testing.assert_array_equal(back, x)
 
 
+def test_lighter_meta_layer_reaches_the_dynamic_filter():
+    block = GlobalLocalResBlock(
+        attention_maps=2, filter_size=5, meta_filters=None, meta_kernel_size=1
+    )
+    block(np.zeros((1, 4, 4, 3), np.float32))
+    dynamic = block.global_local.dynamic
+    assert dynamic.meta_hidden is None and dynamic.meta_kernel.kernel.shape == (1, 1, 3, 25)
+    # 2 convs, self-attention (f_p, f_q to 2 maps, f_M2), 1x1 meta-layer, 5x5 filter.
+    attention = 2 * (3 * 2 + 2) + 3 * 3 + 3
+    assert block.count_params() == 2 * (9 * 9 + 3) + attention + (3 * 25 + 25) + (75 * 3 + 3)
+
+
 def test_configs_roundtrip_and_errors():
     assert_layer_config_roundtrip(GlobalLocalModule(5, 3, 6, cross_attention=True))
     assert_layer_config_roundtrip(GlobalLocalResBlock(3, 5, 3, 6, cross_attention=True))
+    assert_layer_config_roundtrip(GlobalLocalResBlock(3, 5, 3, None, meta_kernel_size=1))
     assert_layer_config_roundtrip(SplitPatches(2))
     assert_layer_config_roundtrip(MergePatches(1))
     with pytest.raises(ValueError, match="axis"):
@@ -145,3 +158,23 @@ def test_configs_roundtrip_and_errors():
         GlobalLocalModule(cross_attention=True)(
             [np.zeros((1, 4, 4, 2), np.float32), np.zeros((1, 4, 4, 3), np.float32)]
         )
+
+
+@pytest.mark.slow
+def test_blocks_convert_to_tflite_builtins_and_onnx_with_dynamic_size():
+    # An encoder block (self-attention) feeding a decoder block (self + cross attention
+    # to a source of another size), pixel-dependent filters with a random meta-layer.
+    x_in, src_in = keras.Input((None, None, 4)), keras.Input((None, None, 4))
+    encoder = GlobalLocalResBlock(attention_maps=3, filter_size=5, meta_filters=4, name="enc")
+    decoder = GlobalLocalResBlock(
+        attention_maps=3, filter_size=3, meta_filters=4, cross_attention=True, name="dec"
+    )
+    model = keras.Model([x_in, src_in], decoder([encoder(x_in), src_in]))
+    rng = np.random.default_rng(6)
+    for block in (encoder, decoder):
+        randomise_meta_kernel(block.global_local.dynamic, rng)
+    runs = [
+        [rng.normal(size=(1, *size, 4)), rng.normal(size=(1, *source_size, 4))]
+        for size, source_size in [((9, 13), (5, 6)), ((6, 5), (6, 5))]
+    ]
+    assert_converts_to_tflite_and_onnx(model, runs)
