@@ -1,8 +1,9 @@
-"""Train a tfdeblur network: ``python train.py --model lcnet [--data PATH|demo]``.
+"""Train a tfdeblur network: python train.py --model NAME [--data PATH|demo].
 
-Flags -> :class:`tfdeblur.training.TrainConfig` -> :func:`tfdeblur.training.train`.
-Values not given come from the network's paper training preset (``--show-preset``
-prints it).
+Flags -> tfdeblur.training.TrainConfig -> tfdeblur.training.train. Values not given come
+from the network's training preset: "paper" for a dataset path, "demo" for --data demo
+(a recipe that trains in minutes on a CPU; the heavy networks' demo recipes train their
+"tiny" model preset). --show-preset prints the resolved recipe.
 """
 
 from __future__ import annotations
@@ -24,15 +25,43 @@ def _loss_terms(text: str) -> dict[str, float]:
     return terms
 
 
+def _models_epilog() -> str:
+    """The registered networks with their model and training presets, for ``--help``."""
+    import tfdeblur
+
+    lines = ["registered models (model presets; training presets):"]
+    for name in tfdeblur.list_models():
+        spec = tfdeblur.get_spec(name)
+        presets = ", ".join(spec.presets)
+        train_presets = ", ".join(spec.train_presets)
+        lines.append(f"  {name:<12} model: {presets}; training: {train_presets}")
+    lines += [
+        "",
+        "examples:",
+        "  python train.py --model lcnet --data demo",
+        "  python train.py --model deepdeblur --data /data/GOPRO_Large --train-preset official",
+        "  python train.py --model sarn --data /data/GOPRO_Large --resume",
+    ]
+    return "\n".join(lines)
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(
-        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+        description=__doc__,
+        epilog=_models_epilog(),
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     p.add_argument("--model", default="lcnet", help="registered network (default: lcnet)")
     p.add_argument(
-        "--model-preset", default=None, help="model preset (default: the paper configuration)"
+        "--model-preset",
+        default=None,
+        help="model preset (default: the training preset's, else the paper configuration)",
     )
-    p.add_argument("--train-preset", default="paper", help="training preset (default: paper)")
+    p.add_argument(
+        "--train-preset",
+        default=None,
+        help="training preset (default: demo for --data demo, else paper)",
+    )
     p.add_argument(
         "--data", default="demo", help="GOPRO_Large or paired-folder root, or 'demo' (default)"
     )
@@ -45,7 +74,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--strategy", default="auto", choices=["auto", "one_device", "mirrored", "multi_worker"]
     )
     p.add_argument("--batch-size", type=int, default=None, help="global batch size")
-    p.add_argument("--patch-size", type=int, default=None)
+    p.add_argument("--patch-size", type=int, default=None, help="side of the square crops")
     p.add_argument("--learning-rate", "--lr", type=float, default=None)
     length = p.add_mutually_exclusive_group()
     length.add_argument("--epochs", type=int, default=None)
@@ -56,13 +85,40 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--blur-key", choices=["blur", "blur_gamma"], default=None)
     p.add_argument("--loss", type=_loss_terms, default=None, help="e.g. l1=1,perceptual=0.1")
     p.add_argument(
+        "--vgg-layer",
+        default=None,
+        help="VGG-19 layer of the perceptual loss (default: block3_conv3)",
+    )
+    p.add_argument(
         "--vgg-weights", default="imagenet", help="'imagenet' (Keras cache/download) or a local .h5"
     )
-    p.add_argument("--validate-every", type=int, default=1, help="epochs between validations")
-    p.add_argument("--max-val-images", type=int, default=None)
+    p.add_argument(
+        "--clip-length", type=int, default=None, help="frames per training clip (video networks)"
+    )
+    p.add_argument(
+        "--validate-every",
+        type=int,
+        default=None,
+        help="epochs between validations (default: the preset's; 10 or 20 for paper presets)",
+    )
+    p.add_argument(
+        "--max-val-images",
+        type=int,
+        default=None,
+        help="validation frames, spread over the test split (default: the preset's; 100 "
+        "for paper presets)",
+    )
     p.add_argument("--keep-checkpoints", type=int, default=3)
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
-    p.add_argument("--mixed-precision", action="store_true")
+    p.add_argument(
+        "--mixed-precision",
+        nargs="?",
+        const="auto",
+        default=False,
+        choices=["auto", "mixed_float16", "mixed_bfloat16"],
+        help="mixed precision: auto (the default when given without a value) is "
+        "mixed_float16 on GPUs, mixed_bfloat16 otherwise",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2])
     p.add_argument(
@@ -87,6 +143,9 @@ def main(argv: list[str] | None = None) -> int:
         message = err.args[0] if isinstance(err, KeyError) and err.args else err
         print(f"train.py: error: {message}", file=sys.stderr)
         return 2
+    except FloatingPointError as err:  # non-finite loss: stopped before saving NaN weights
+        print(f"train.py: error: {err}", file=sys.stderr)
+        return 1
     print(f"Final weights sha256: {summary['weights_sha256']}")
     saved = summary["final_model"] or "nothing (not the chief worker)"
     print(

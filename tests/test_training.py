@@ -11,6 +11,7 @@ import pytest
 import tensorflow as tf
 
 import tfdeblur
+from tfdeblur import training
 from tfdeblur.losses import KNOWN_TERMS, DeblurLoss
 from tfdeblur.training import (
     DeblurTrainer,
@@ -97,14 +98,75 @@ def test_step_schedule_boundaries():
 
 
 def test_settings_take_preset_then_flags():
-    settings = resolve_train_settings(TrainConfig(model="lcnet"))
+    settings = resolve_train_settings(TrainConfig(model="lcnet", data="/data/GOPRO_Large"))
     assert settings["batch_size"] == 32 and settings["patch_size"] == 200
     assert settings["loss"] == {"l1": 1.0, "perceptual": 0.1}
+    assert settings["model_preset"] == "paper" and settings["validate_every"] == 10
     settings = resolve_train_settings(TrainConfig(model="lcnet", batch_size=4, iterations=7))
     assert settings["batch_size"] == 4 and settings["iterations"] == 7 and "epochs" not in settings
+    # --data demo picks the demo recipe; a demo recipe may name a model preset, which
+    # --model-preset overrides.
+    assert resolve_train_settings(TrainConfig(model="lcnet"))["batch_size"] == 8
+    demo = resolve_train_settings(TrainConfig(model="deepdeblur"))
+    assert demo["model_preset"] == "tiny" and demo["loss"] == {"multiscale_l1": 1.0}
+    paper_model = resolve_train_settings(TrainConfig(model="deepdeblur", model_preset="k2"))
+    assert paper_model["model_preset"] == "k2" and paper_model["batch_size"] == demo["batch_size"]
+    assert (
+        resolve_train_settings(TrainConfig(model="lcnet", vgg_layer="block2_conv2"))[
+            "perceptual_layer"
+        ]
+        == "block2_conv2"
+    )
+    with pytest.raises(KeyError, match="nosuch"):
+        resolve_train_settings(TrainConfig(model="lcnet", model_preset="nosuch"))
 
 
-def test_train_end_to_end_then_resume(tmp_path):
+def test_multi_scale_loss_needs_a_patch_multiple_of_two_to_the_k_minus_1():
+    base = dict(model="deepdeblur", model_preset="tiny", data="/nowhere")
+    assert resolve_train_settings(TrainConfig(**base, patch_size=36))["patch_size"] == 36
+    with pytest.raises(ValueError, match=r"--patch-size 30 must be a multiple of 4"):
+        resolve_train_settings(TrainConfig(**base, patch_size=30))
+    with pytest.raises(ValueError, match=r"--patch-size 33 must be a multiple of 2 .*K = 2"):
+        resolve_train_settings(TrainConfig(**{**base, "model_preset": "k2"}, patch_size=33))
+    assert resolve_train_settings(TrainConfig(**{**base, "model_preset": "k1"}, patch_size=33))
+    with pytest.raises(ValueError, match="needs a multi-scale model"):
+        resolve_train_settings(TrainConfig(model="lcnet", loss={"multiscale_l1": 1.0}))
+
+
+def test_chief_is_the_chief_task_else_worker_0():
+    """``_is_chief`` is ``strategy.extended.should_checkpoint``, which
+    MultiWorkerMirroredStrategy takes from ``multi_worker_util.is_chief``: with a "chief"
+    task in the cluster only it writes; without one, worker 0 does. Exactly one writer."""
+    from tensorflow.python.distribute import multi_worker_util
+
+    def writers(cluster):
+        tasks = [(kind, i) for kind, hosts in cluster.items() for i in range(len(hosts))]
+        return [t for t in tasks if multi_worker_util.is_chief(cluster, *t)]
+
+    with_chief = {"chief": ["h0:1"], "worker": ["h1:1", "h2:1"]}
+    assert writers(with_chief) == [("chief", 0)]
+    assert writers({"worker": ["h0:1", "h1:1", "h2:1"]}) == [("worker", 0)]
+    assert training._is_chief(make_strategy("one_device"))
+    assert training._is_chief(make_strategy("mirrored"))
+
+
+def _halving_schedule(monkeypatch, model="lcnet", preset="demo"):
+    """The model's ``preset`` with the learning rate halved every epoch (for the tests only)."""
+    presets = tfdeblur.get_spec(model).train_presets
+    schedule = {"type": "step", "step_size": 1, "unit": "epochs", "factor": 0.5}
+    monkeypatch.setitem(presets, preset, {**presets[preset], "lr_schedule": schedule})
+
+
+def test_train_end_to_end_then_resume(tmp_path, monkeypatch):
+    _halving_schedule(monkeypatch)
+    skips = []  # the stream position each run's training pipeline starts at
+    real_train_dataset = tfdeblur.data.train_dataset
+
+    def spy(*args, **kwargs):
+        skips.append(kwargs["skip"])
+        return real_train_dataset(*args, **kwargs)
+
+    monkeypatch.setattr(tfdeblur.data, "train_dataset", spy)
     root = write_gopro_tree(tmp_path / "gopro")
     out = tmp_path / "run"
     config = TrainConfig(
@@ -116,6 +178,7 @@ def test_train_end_to_end_then_resume(tmp_path):
         strategy="one_device",
         batch_size=2,
         patch_size=32,
+        learning_rate=0.01,
         epochs=2,
         steps_per_epoch=2,
         verbose=0,
@@ -131,12 +194,152 @@ def test_train_end_to_end_then_resume(tmp_path):
     # The saved final model reproduces the in-memory evaluation.
     final = keras.models.load_model(out / "final.keras", safe_mode=True)
     assert final.count_params() == tfdeblur.build_model("lcnet", preset="tiny").count_params()
+    # 4 steps; the rate halves at every epoch boundary inside the run (step 2 of 0..3),
+    # the logged rate being the next step's.
+    assert summary["optimizer_iterations"] == 4
+    assert summary["history"]["learning_rate"] == pytest.approx([0.005, 0.005])
 
     config.epochs, config.resume = 3, True
     resumed = train(config)
     assert len(resumed["history"]["loss"]) == 1  # only epoch 3 was left to run
     ckpt = tf.train.latest_checkpoint(str(out / "checkpoints"))
     assert ckpt.endswith("-3")
+    # The optimizer's step count and the schedule carry on from the checkpoint: epoch 3
+    # (steps 4 and 5) runs at 0.01 / 4; a fresh optimizer would stand at 2 iterations and
+    # 0.005. The data stream continues after the 2 epochs x 2 steps x 2 patches seen.
+    assert resumed["initial_epoch"] == 2 and resumed["optimizer_iterations"] == 6
+    assert resumed["history"]["learning_rate"] == pytest.approx([0.0025])
+    assert skips == [0, 8]
+    # So the interrupted run ends where an uninterrupted one does (same seed: same data,
+    # same steps; bit-identical on this CPU, compared with a tolerance).
+    config.output_dir, config.resume = str(tmp_path / "uninterrupted"), False
+    uninterrupted = train(config)
+    assert uninterrupted["history"]["loss"][2] == pytest.approx(resumed["history"]["loss"][0])
+    resumed_model = keras.models.load_model(out / "final.keras", safe_mode=True)
+    whole_model = keras.models.load_model(tmp_path / "uninterrupted" / "final.keras")
+    for a, b in zip(resumed_model.get_weights(), whole_model.get_weights(), strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_resume_keeps_the_best_validation_psnr(tmp_path, monkeypatch):
+    """A resumed run knows the best PSNR so far: a worse epoch after ``--resume`` leaves
+    ``best.keras`` alone (a run that forgot it would start from -inf and overwrite it)."""
+    root = write_gopro_tree(tmp_path / "gopro")
+    out = tmp_path / "run"
+    config = TrainConfig(
+        model="lcnet", model_preset="tiny", train_preset="demo", data=str(root),
+        output_dir=str(out), strategy="one_device", batch_size=2, patch_size=32,
+        epochs=1, steps_per_epoch=1, max_val_images=1, verbose=0,
+    )  # fmt: skip
+    first = train(config)
+    best = out / "best.keras"
+    saved = best.read_bytes()
+    assert first["best_val_psnr"] == pytest.approx(first["history"]["val_psnr"][0])
+
+    def worse(model, dataset, *, infer=None):  # every later epoch validates lower
+        return {"blurry_psnr": 1.0, "psnr": first["best_val_psnr"] - 5.0, "ssim": 0.1}
+
+    monkeypatch.setattr(training, "validation_scores", worse)
+    config.epochs, config.resume = 2, True
+    resumed = train(config)
+    assert resumed["history"]["val_psnr"] == [pytest.approx(first["best_val_psnr"] - 5.0)]
+    assert resumed["best_val_psnr"] == pytest.approx(first["best_val_psnr"])
+    assert best.read_bytes() == saved
+    ckpt = tf.train.latest_checkpoint(str(out / "checkpoints"))
+    assert tf.train.load_variable(ckpt, "best_val_psnr/.ATTRIBUTES/VARIABLE_VALUE") == (
+        pytest.approx(first["best_val_psnr"])
+    )
+
+
+def test_resumed_pipeline_continues_the_random_stream(tmp_path):
+    from tfdeblur.data import find_pairs, train_dataset
+
+    pairs = find_pairs(write_gopro_tree(tmp_path / "gopro", size=(24, 24)), "train", "blur")
+    assert len(pairs) == 6  # 2 steps of 2 per epoch below: the stream wraps mid-epoch 2
+    options = dict(batch_size=2, patch_size=16, seed=3, saturation=True, noise=True)
+    uninterrupted = [b for b, _ in train_dataset(pairs, **options).take(7)]
+    resumed = [b for b, _ in train_dataset(pairs, skip=5 * 2, **options).take(2)]
+    np.testing.assert_array_equal(resumed[0], uninterrupted[5])
+    np.testing.assert_array_equal(resumed[1], uninterrupted[6])
+    assert not np.array_equal(uninterrupted[0], uninterrupted[5])
+    with pytest.raises(ValueError, match="skip"):
+        train_dataset(pairs, skip=-1, **options)
+
+
+def test_multi_scale_best_and_final_are_saved_in_inference_form(tmp_path):
+    """DeepDeblur trains on its multi-scale outputs; ``best.keras`` and ``final.keras``
+    hold the float32 model with the finest output only (here also under bfloat16)."""
+    root = write_gopro_tree(tmp_path / "gopro")
+    out = tmp_path / "dd"
+    config = TrainConfig(
+        model="deepdeblur", train_preset="demo", data=str(root), output_dir=str(out),
+        strategy="one_device", batch_size=2, patch_size=32, epochs=1, steps_per_epoch=1,
+        max_val_images=1, mixed_precision="mixed_bfloat16", verbose=0,
+    )  # fmt: skip
+    summary = train(config)
+    assert summary["model_preset"] == "tiny"  # named by the demo training preset
+    assert keras.mixed_precision.global_policy().name == "float32"  # restored
+    x = np.random.default_rng(0).uniform(size=(1, 24, 20, 3)).astype("float32")
+    for name in ("best.keras", "final.keras"):
+        model = keras.models.load_model(out / name, safe_mode=True)
+        assert len(model.outputs) == 1, name
+        assert model.dtype_policy.name == "float32" and all(
+            w.dtype == "float32" for w in model.weights
+        )
+        y = model(x)
+        assert y.shape == (1, 24, 20, 3) and y.dtype == "float32"
+
+
+def test_mixed_float16_checkpoints_the_loss_scale_and_resumes(tmp_path):
+    """Under mixed_float16 the trainer steps with a LossScaleOptimizer; the checkpoint
+    holds it, so the dynamic loss scale survives a resume, and the global policy is
+    restored after a run, also one that fails."""
+    from tfdeblur.training import build_training
+
+    root = write_gopro_tree(tmp_path / "gopro")
+    out = tmp_path / "fp16"
+    config = TrainConfig(
+        model="lcnet", model_preset="tiny", train_preset="demo", data=str(root),
+        output_dir=str(out), strategy="one_device", batch_size=2, patch_size=32,
+        epochs=1, steps_per_epoch=2, max_val_images=1, mixed_precision="mixed_float16",
+        verbose=0,
+    )  # fmt: skip
+    settings = resolve_train_settings(config)
+    strategy = make_strategy("one_device")
+    with training._global_policy("mixed_float16"):
+        parts = build_training(config, settings, strategy, 2, 2)
+        optimizer = parts.trainer.optimizer
+        assert isinstance(optimizer, keras.optimizers.LossScaleOptimizer)
+        optimizer.dynamic_scale.assign(123.0)
+        optimizer.iterations.assign(7)
+        path = parts.checkpoint.save(str(tmp_path / "unit" / "ckpt"))
+        fresh = build_training(config, settings, strategy, 2, 2)
+        fresh.checkpoint.restore(path).assert_existing_objects_matched()
+        assert float(fresh.trainer.optimizer.dynamic_scale.numpy()) == 123.0
+        assert int(fresh.trainer.optimizer.iterations.numpy()) == 7
+    assert keras.mixed_precision.global_policy().name == "float32"
+
+    first = train(config)
+    assert keras.mixed_precision.global_policy().name == "float32"
+    config.epochs, config.resume = 2, True
+    resumed = train(config)
+    assert resumed["initial_epoch"] == 1 and np.isfinite(resumed["history"]["loss"]).all()
+    # Steps with overflowing float16 gradients are skipped (and halve the scale): the
+    # count goes on from the first run's, whatever it was.
+    assert first["optimizer_iterations"] <= resumed["optimizer_iterations"] <= 4
+    ckpt = tf.train.latest_checkpoint(str(out / "checkpoints"))
+    assert "optimizer/dynamic_scale/.ATTRIBUTES/VARIABLE_VALUE" in dict(
+        tf.train.list_variables(ckpt)
+    )
+    # Resuming it in float32 (no loss-scale optimizer) is refused with a clear message.
+    config.mixed_precision = False
+    with pytest.raises(ValueError, match="does not match this run.*--mixed-precision"):
+        train(config)
+    config.mixed_precision = "mixed_float16"
+    config.loss, config.resume = {"l1": float("inf")}, False
+    with pytest.raises(FloatingPointError):
+        train(config)
+    assert keras.mixed_precision.global_policy().name == "float32"
 
 
 def test_bad_input_fails_fast_with_names(tmp_path):
@@ -245,50 +448,30 @@ def test_adversarial_step_updates_generator_and_discriminator():
         DeblurTrainer(generator, DeblurLoss({"adversarial": 1e-4, "l1": 1.0}))
 
 
-@pytest.mark.slow
 @pytest.mark.parametrize("name", tfdeblur.list_models())
 def test_every_network_trains_through_train_py_on_demo_data(name, tmp_path, capsys):
-    """``python train.py --model NAME --data demo`` with the tiny model preset: one step of
-    the network's own training recipe (its "tiny" training preset where it has one, e.g.
-    short clips for video networks), then the final model reloads."""
+    """The literal ``python train.py --model NAME --data demo`` (its demo training preset,
+    which names the model preset), cut to one step and one validation frame by flags that
+    change nothing else; then the final model reloads."""
     from train import main
 
-    spec = tfdeblur.get_spec(name)
-    train_preset = "tiny" if "tiny" in spec.train_presets else "paper"
     out = tmp_path / name
     code = main(
-        [
-            "--model",
-            name,
-            "--model-preset",
-            "tiny",
-            "--train-preset",
-            train_preset,
-            "--data",
-            "demo",
-            "--output-dir",
-            str(out),
-            "--strategy",
-            "one_device",
-            "--epochs",
-            "1",
-            "--steps-per-epoch",
-            "1",
-            "--batch-size",
-            "2",
-            "--patch-size",
-            "32",
-            "--max-val-images",
-            "1",
-            "--verbose",
-            "0",
-        ]
+        ["--model", name, "--data", "demo"]
+        + ["--epochs", "1", "--steps-per-epoch", "1", "--max-val-images", "1"]
+        + ["--output-dir", str(out)]
     )
     assert code == 0, capsys.readouterr().err
     summary = json.loads((out / "summary.json").read_text())
+    demo = tfdeblur.get_train_preset(name, "demo")
+    model_preset = demo.get("model_preset", "paper")
+    assert summary["train_preset"] == "demo" and summary["model_preset"] == model_preset
+    assert summary["optimizer_iterations"] == 1
     assert np.isfinite(summary["history"]["loss"]).all()
+    settings = json.loads((out / "train_settings.json").read_text())
+    assert settings["batch_size"] == demo["batch_size"] and settings["loss"] == demo["loss"]
     final = keras.models.load_model(out / "final.keras", safe_mode=True)
-    assert final.count_params() == tfdeblur.build_model(name, preset="tiny").count_params()
+    assert final.count_params() == tfdeblur.build_model(name, model_preset).count_params()
 
 
 def test_input_pipeline_measurement_and_perceptual_fallback(tmp_path, caplog):
@@ -338,7 +521,9 @@ def test_every_registered_training_preset_resolves_to_a_schedule():
         make_lr_schedule({"learning_rate": 1.0, "lr_schedule": {"type": "step", "every": 3}}, 1, 10)
 
 
-def test_non_finite_loss_stops_without_writing_weights(tmp_path):
+def test_non_finite_loss_stops_without_writing_weights(tmp_path, capsys):
+    from train import main
+
     root = write_gopro_tree(tmp_path / "gopro")
     out = tmp_path / "nan_run"
     config = TrainConfig(
@@ -350,3 +535,26 @@ def test_non_finite_loss_stops_without_writing_weights(tmp_path):
         train(config)
     assert not (out / "final.keras").exists() and not (out / "best.keras").exists()
     assert tf.train.latest_checkpoint(str(out / "checkpoints")) is None
+    # train.py turns it into one clean error line and exit code 1.
+    argv = ["--model", "lcnet", "--model-preset", "tiny", "--train-preset", "demo"]
+    argv += ["--data", str(root), "--output-dir", str(out), "--batch-size", "2"]
+    argv += ["--patch-size", "32", "--steps-per-epoch", "1", "--loss", "l1=inf"]
+    assert main(argv + ["--verbose", "0"]) == 1
+    err = capsys.readouterr().err
+    assert "train.py: error: Non-finite training loss" in err and "Traceback" not in err
+
+
+def test_help_lists_models_and_presets_without_markup(capsys):
+    from train import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--help"])
+    assert exit_info.value.code == 0
+    text = capsys.readouterr().out
+    for name in tfdeblur.list_models():
+        spec = tfdeblur.get_spec(name)
+        line = next(line for line in text.splitlines() if line.strip().startswith(name + " "))
+        assert all(p in line for p in spec.presets) and "demo" in line, line
+        assert all(p in line for p in spec.train_presets), line
+    assert "--vgg-layer" in text and "--mixed-precision" in text
+    assert ":class:" not in text and ":func:" not in text and "``" not in text

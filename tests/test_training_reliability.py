@@ -157,7 +157,16 @@ def test_kill_minus_9_then_resume_continues(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     assert len(summary["history"]["loss"]) == total - killed_at
     assert np.isfinite(summary["history"]["loss"]).all()
-    assert tf.train.latest_checkpoint(str(ckpt_dir)).endswith(f"-{total}")
+    latest = tf.train.latest_checkpoint(str(ckpt_dir))
+    assert latest.endswith(f"-{total}")
+    # The optimizer's step count went on from the checkpoint (the killed epoch's partial
+    # steps are redone): exactly epochs x steps, in the summary and the checkpoint.
+    assert summary["initial_epoch"] == killed_at
+    assert summary["optimizer_iterations"] == total * 2
+    assert tf.train.load_variable(latest, "optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE") == (
+        total * 2
+    )
+    assert abs(summary["learning_rate"] - 1e-3) < 1e-9  # the demo recipe's constant rate
 
 
 def test_mixed_precision_trains_and_saves_float32(tmp_path):

@@ -36,6 +36,8 @@ logger = logging.getLogger(__name__)
 PIXEL_TERMS = ("l1", "mse", "charbonnier")
 MULTISCALE_TERMS = ("multiscale_mse", "multiscale_l1")
 KNOWN_TERMS = PIXEL_TERMS + MULTISCALE_TERMS + ("perceptual", "adversarial")
+#: VGG-19 layer of the perceptual term unless a preset or ``--vgg-layer`` names another.
+DEFAULT_PERCEPTUAL_LAYER = "block3_conv3"
 
 VGG19_WEIGHTS_URL = (
     "https://storage.googleapis.com/tensorflow/keras-applications/vgg19/"
@@ -44,14 +46,17 @@ VGG19_WEIGHTS_URL = (
 
 
 def l1(target, prediction):
+    """Mean absolute error ``mean(|x - y|)`` over every pixel and channel (LCNet eq. 6)."""
     return tf.reduce_mean(tf.abs(prediction - target))
 
 
 def mse(target, prediction):
+    """Mean squared error ``mean((x - y)^2)`` over every pixel and channel."""
     return tf.reduce_mean(tf.square(prediction - target))
 
 
 def charbonnier(target, prediction, epsilon: float = 1e-3):
+    """Charbonnier loss ``mean(sqrt((x - y)^2 + eps^2))``, a differentiable L1."""
     return tf.reduce_mean(tf.sqrt(tf.square(prediction - target) + epsilon**2))
 
 
@@ -87,17 +92,18 @@ class PerceptualLoss:
     The VGG network is frozen. Build it inside the strategy scope.
 
     Args:
-        layer: VGG-19 layer name giving phi. Default ``"block3_conv3"``.
+        layer: VGG-19 layer name giving phi (``--vgg-layer``). Default ``"block3_conv3"``.
         weights: ``"imagenet"`` (Keras' cache, downloaded on first use) or the path of a
             local ``vgg19_weights_tf_dim_ordering_tf_kernels_notop.h5``.
 
     Raises:
         FileNotFoundError: a local weights path that does not exist.
+        ValueError: ``layer`` is not a layer of VGG-19 (names the convolution layers).
         VGGWeightsUnavailable: the ImageNet weights are neither cached nor downloadable;
             the message says how to proceed.
     """
 
-    def __init__(self, layer: str = "block3_conv3", weights: str = "imagenet"):
+    def __init__(self, layer: str = DEFAULT_PERCEPTUAL_LAYER, weights: str = "imagenet"):
         if weights != "imagenet" and not os.path.isfile(weights):
             raise FileNotFoundError(f"VGG-19 weights file not found: {weights}")
         try:
@@ -109,6 +115,10 @@ class PerceptualLoss:
                 "it with --vgg-weights FILE, or copy it to ~/.keras/models/."
             ) from err
         vgg.trainable = False
+        names = [lay.name for lay in vgg.layers]
+        if layer not in names:
+            convs = ", ".join(n for n in names if "_conv" in n)
+            raise ValueError(f"--vgg-layer {layer!r} is not a VGG-19 layer; choose one of {convs}.")
         self.layer = layer
         self.extractor = keras.Model(vgg.input, vgg.get_layer(layer).output, name="vgg19_features")
         self.extractor.trainable = False
@@ -142,7 +152,7 @@ class DeblurLoss:
     def __init__(
         self,
         terms: Mapping[str, float],
-        perceptual_layer: str = "block3_conv3",
+        perceptual_layer: str = DEFAULT_PERCEPTUAL_LAYER,
         vgg_weights: str = "imagenet",
         on_missing_vgg: str = "drop",
     ):

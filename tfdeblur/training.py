@@ -1,17 +1,27 @@
 """Training: config -> strategy -> model, optimizer and loss in ``strategy.scope()`` -> fit.
 
 ``train.py`` is a thin flag parser over :class:`TrainConfig` and :func:`train`. Every
-registered network trains through this one path with its paper preset (see
-``tfdeblur.registry`` and the training-preset schema in :func:`resolve_train_settings`).
+registered network trains through this one path with its training preset (see
+``tfdeblur.registry`` and the training-preset schema in :func:`resolve_train_settings`);
+:func:`build_training` is the one place that turns settings into a loss, a generator,
+optimizers, a trainer and a checkpoint (``train`` and :func:`measure_input_pipeline`
+share it).
 
 Distribution: the model, optimizer and loss are built inside ``strategy.scope()``;
 ``model.fit`` distributes the tf.data pipeline; each replica's loss is its batch mean
 divided by the number of replicas, so summed gradients equal those of the global-batch
 mean (``tf.nn.compute_average_loss`` semantics) and the learning rate needs no change.
+
+Resume: the checkpoint holds the generator, the optimizer the trainer uses (under
+``mixed_float16`` the ``LossScaleOptimizer``, so the loss scale carries on), the epoch and
+the best validation PSNR; the training stream skips the elements the interrupted run had
+consumed (``initial_epoch * steps_per_epoch * batch_size``, before decoding), so a resumed
+run sees the patches an uninterrupted one would have seen.
 """
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
@@ -22,7 +32,7 @@ import pathlib
 import shutil
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import keras
@@ -31,24 +41,30 @@ import tensorflow as tf
 
 from tfdeblur import registry
 from tfdeblur.fileio import atomic_path
-from tfdeblur.losses import DeblurLoss, bce_with_logits
+from tfdeblur.losses import DEFAULT_PERCEPTUAL_LAYER, MULTISCALE_TERMS, DeblurLoss, bce_with_logits
 from tfdeblur.metrics import psnr, ssim
 
 logger = logging.getLogger(__name__)
 
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
+MIXED_POLICIES = ("mixed_float16", "mixed_bfloat16")
 
 
 @dataclasses.dataclass
 class TrainConfig:
     """Everything a training run needs besides the model's own configuration.
 
-    Attributes left ``None`` come from the network's training preset (``train_preset``).
+    Attributes left ``None`` come from the network's training preset: ``train_preset``,
+    or when that is None ``"demo"`` for ``data="demo"`` and ``"paper"`` otherwise
+    (:func:`train_preset_name`). ``model_preset`` None means the training preset's
+    ``model_preset`` or the network's default (paper) configuration.
+    ``mixed_precision``: False (float32), True or ``"auto"`` (see
+    :func:`precision_policy`), or a policy name from :data:`MIXED_POLICIES`.
     """
 
     model: str = "lcnet"
     model_preset: str | None = None
-    train_preset: str = "paper"
+    train_preset: str | None = None
     data: str = "demo"
     output_dir: str = "runs/lcnet"
     strategy: str = "auto"
@@ -60,12 +76,14 @@ class TrainConfig:
     steps_per_epoch: int | None = None
     blur_key: str | None = None
     loss: dict[str, float] | None = None
+    clip_length: int | None = None
+    vgg_layer: str | None = None
     vgg_weights: str = "imagenet"
-    validate_every: int = 1
+    validate_every: int | None = None
     max_val_images: int | None = None
     keep_checkpoints: int = 3
     resume: bool = False
-    mixed_precision: bool = False
+    mixed_precision: bool | str = False
     seed: int = 0
     verbose: int = 1
 
@@ -96,6 +114,39 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
     return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
 
 
+# TrainConfig attribute -> the training-preset key it overrides when not None.
+_OVERRIDES = {
+    "model_preset": "model_preset",
+    "batch_size": "batch_size",
+    "patch_size": "patch_size",
+    "learning_rate": "learning_rate",
+    "blur_key": "blur_key",
+    "loss": "loss",
+    "clip_length": "clip_length",
+    "vgg_layer": "perceptual_layer",
+    "validate_every": "validate_every",
+    "max_val_images": "max_val_images",
+}
+# Settings that must be positive integers when present, with the flag that sets them.
+_POSITIVE = {
+    "batch_size": "--batch-size",
+    "patch_size": "--patch-size",
+    "epochs": "--epochs",
+    "iterations": "--iterations",
+    "clip_length": "--clip-length",
+    "validate_every": "--validate-every",
+    "max_val_images": "--max-val-images",
+}
+
+
+def train_preset_name(config: TrainConfig) -> str:
+    """The training preset of a run: ``config.train_preset``, else ``"demo"`` for the demo
+    data (a recipe that finishes in minutes on a CPU) and ``"paper"`` for real data."""
+    if config.train_preset:
+        return config.train_preset
+    return "demo" if config.data == "demo" else "paper"
+
+
 def resolve_train_settings(config: TrainConfig) -> dict[str, Any]:
     """The network's training preset with the config's explicit values applied.
 
@@ -105,11 +156,25 @@ def resolve_train_settings(config: TrainConfig) -> dict[str, Any]:
     {"type": "multistep", "milestones", "unit", "factor"}, unit "epochs" or
     "iterations"), ``epochs`` or ``iterations``, ``loss`` ({term: weight}),
     ``augment`` ({flip, rotate, channel_shuffle, saturation, noise}), ``blur_key``,
-    ``data`` ("images" or "clips") and ``clip_length``.
+    ``data`` ("images" or "clips") and ``clip_length``. Optional: ``model_preset`` (the
+    model preset this recipe trains unless ``--model-preset`` says otherwise, e.g.
+    ``"tiny"`` for demo recipes; only a name, the model configuration stays in the
+    registry), ``perceptual_layer`` (VGG-19 layer of the perceptual term, default
+    ``block3_conv3``), ``validate_every`` (epochs between validations, default 1) and
+    ``max_val_images`` (validation frames, spread evenly over the test split, or the
+    first clips; default all).
+
+    The result always holds ``model_preset``, ``validate_every`` and ``max_val_images``
+    (None: all), so ``train_settings.json`` records what ran.
+
+    Raises:
+        KeyError: unknown model, training preset or model preset.
+        ValueError: a non-positive size or count, or a multi-scale loss that the model or
+            the patch size cannot give (see :func:`check_multi_scale`).
     """
-    settings = registry.get_train_preset(config.model, config.train_preset)
-    for key in ("batch_size", "patch_size", "learning_rate", "blur_key", "loss"):
-        value = getattr(config, key)
+    settings = registry.get_train_preset(config.model, train_preset_name(config))
+    for attribute, key in _OVERRIDES.items():
+        value = getattr(config, attribute)
         if value is not None:
             settings[key] = value
     if config.epochs is not None:
@@ -118,10 +183,85 @@ def resolve_train_settings(config: TrainConfig) -> dict[str, Any]:
     if config.iterations is not None:
         settings["iterations"] = config.iterations
         settings.pop("epochs", None)
-    for key in ("batch_size", "patch_size"):
-        if int(settings[key]) < 1:
-            raise ValueError(f"--{key.replace('_', '-')} must be positive, got {settings[key]}.")
+    settings.setdefault("model_preset", registry.get_spec(config.model).default_preset)
+    settings.setdefault("validate_every", 1)
+    settings.setdefault("max_val_images", None)
+    for key, flag in _POSITIVE.items():
+        if settings.get(key) is not None and int(settings[key]) < 1:
+            raise ValueError(f"{flag} must be positive, got {settings[key]}.")
+    if config.steps_per_epoch is not None and config.steps_per_epoch < 1:
+        raise ValueError(f"--steps-per-epoch must be positive, got {config.steps_per_epoch}.")
+    registry.get_model_config(config.model, settings["model_preset"])  # KeyError naming it
+    check_multi_scale(config.model, settings)
     return settings
+
+
+def check_multi_scale(model: str, settings: Mapping[str, Any]) -> None:
+    """Fail before any data or model is built when a multi-scale loss term cannot work.
+
+    A multi-scale term needs a model whose config has ``multi_scale_outputs`` (and
+    ``n_scales`` = K). The model halves the patch K - 1 times and pads internally to a
+    multiple of ``2 ** (K - 1)``; a patch that is not such a multiple gives coarse outputs
+    one pixel larger than the target pyramid's levels, which would only fail deep inside
+    the first training step.
+
+    Raises:
+        ValueError: naming ``--loss`` or ``--patch-size`` and the required multiple.
+    """
+    terms = sorted(t for t, w in settings["loss"].items() if w and t in MULTISCALE_TERMS)
+    if not terms:
+        return
+    model_config = registry.get_model_config(model, settings.get("model_preset"))
+    if "multi_scale_outputs" not in model_config:
+        raise ValueError(
+            f"--loss {terms[0]} needs a multi-scale model; {model!r} has a single output "
+            "(use l1, mse or charbonnier)."
+        )
+    scales = int(model_config.get("n_scales", 1))
+    multiple = 2 ** (scales - 1)
+    patch = int(settings["patch_size"])
+    if patch % multiple:
+        raise ValueError(
+            f"--patch-size {patch} must be a multiple of {multiple} (2^(K-1) for the K = "
+            f"{scales} scales of {model!r}) with the multi-scale loss {terms[0]}: every "
+            "output level must match the target's Gaussian pyramid."
+        )
+
+
+def precision_policy(mixed: bool | str | None) -> str:
+    """The Keras dtype policy of a run.
+
+    False/None: ``float32``. True or ``"auto"``: ``mixed_float16`` (with loss scaling) on
+    GPUs, where tensor cores make float16 fast, and ``mixed_bfloat16`` elsewhere (CPUs and
+    TPUs compute bfloat16 natively and it needs no loss scaling). A policy name from
+    :data:`MIXED_POLICIES` is used as given (e.g. ``mixed_bfloat16`` on Ampere or newer
+    GPUs). Variables, outputs and losses stay float32 either way.
+
+    Raises:
+        ValueError: an unknown policy name.
+    """
+    if mixed is None or mixed is False:
+        return "float32"
+    if mixed is True or mixed == "auto":
+        return "mixed_float16" if tf.config.list_logical_devices("GPU") else "mixed_bfloat16"
+    if mixed not in MIXED_POLICIES:
+        raise ValueError(
+            f"--mixed-precision must be auto, {' or '.join(MIXED_POLICIES)}, got {mixed!r}."
+        )
+    return mixed
+
+
+@contextlib.contextmanager
+def _global_policy(name: str):
+    """Keras' global dtype policy set to ``name`` inside the block and restored after it,
+    also when the block raises: a failed run must not leave the process (a notebook, the
+    test session) in mixed precision."""
+    previous = keras.mixed_precision.global_policy()
+    keras.mixed_precision.set_global_policy(name)
+    try:
+        yield
+    finally:
+        keras.mixed_precision.set_global_policy(previous)
 
 
 def make_lr_schedule(settings: Mapping[str, Any], steps_per_epoch: int, total_steps: int):
@@ -263,8 +403,9 @@ class _NonFiniteLossStop(keras.callbacks.Callback):
 
 
 class _Throughput(keras.callbacks.Callback):
-    """Adds ``step_s`` and ``images_per_s`` (training steps only, validation excluded) to
-    the epoch logs, so the progress line and TensorBoard show input/compute throughput."""
+    """Adds ``step_s`` and ``images_per_s`` (training steps only, validation excluded) and
+    ``learning_rate`` (the rate of the next step) to the epoch logs, so the progress line,
+    the history and TensorBoard show throughput and the schedule's stage."""
 
     def __init__(self, batch_size: int):
         super().__init__()
@@ -278,27 +419,33 @@ class _Throughput(keras.callbacks.Callback):
         self.train_seconds = time.perf_counter() - self.start
 
     def on_epoch_end(self, epoch, logs=None):
-        if logs is not None and self.steps:
+        if logs is None:
+            return
+        if self.steps:
             logs["step_s"] = self.train_seconds / self.steps
             logs["images_per_s"] = self.steps * self.batch_size / self.train_seconds
+        logs["learning_rate"] = _current_learning_rate(self.model.optimizer)
+
+
+def _current_learning_rate(optimizer: keras.optimizers.Optimizer) -> float:
+    """The learning rate the optimizer's next step uses (its schedule at ``iterations``)."""
+    return float(keras.ops.convert_to_numpy(optimizer.learning_rate))
 
 
 class _ImageLogger(keras.callbacks.Callback):
     """Writes blurry | output | sharp strips of a few validation samples to TensorBoard
     after each validation."""
 
-    def __init__(self, log_dir: pathlib.Path, samples, every: int):
+    def __init__(self, log_dir: pathlib.Path, samples, every: int, infer):
         super().__init__()
         self.writer = tf.summary.create_file_writer(str(log_dir / "images"))
         self.samples = samples
         self.every = every
-        self.infer = None
+        self.infer = infer
 
     def on_epoch_end(self, epoch, logs=None):
         if (epoch + 1) % self.every:
             return
-        if self.infer is None:  # graph mode: eager full-frame calls cost seconds each
-            self.infer = _inference_function(self.model.generator)
         strips = []
         for blur, sharp in self.samples:
             out = self.infer(blur)
@@ -320,41 +467,63 @@ class _Validation(keras.callbacks.Callback):
     Keras' distributed evaluation splits the batch-1, full-frame validation set across
     replicas, and a replica whose share has run out gets an empty batch, which fails
     inside the convolutions under ``MultiWorkerMirroredStrategy``. The weights are
-    identical on every worker, so every worker computes the same numbers.
+    identical on every worker, so every worker computes the same numbers. ``infer`` is the run's one compiled inference
+    function (:func:`_inference_function`): a new ``tf.function`` per validation would
+    trace the full-frame graph again every time.
     """
 
-    def __init__(self, dataset: tf.data.Dataset, every: int):
+    def __init__(self, dataset: tf.data.Dataset, every: int, infer):
         super().__init__()
         self.dataset = dataset
         self.every = every
+        self.infer = infer
 
     def on_epoch_end(self, epoch, logs=None):
         if logs is None or (epoch + 1) % self.every:
             return
-        scores = validation_scores(self.model.generator, self.dataset)
+        scores = validation_scores(self.model.generator, self.dataset, infer=self.infer)
         logs["val_psnr"], logs["val_ssim"] = scores["psnr"], scores["ssim"]
 
 
 class _Checkpointer(keras.callbacks.Callback):
-    """Saves generator + optimizer + epoch with ``tf.train.CheckpointManager`` after each
-    epoch (TensorFlow writes the checkpoint index last, so an interrupted save is never
-    picked as the latest), and the best-PSNR generator as ``best.keras`` (atomic)."""
+    """After each epoch: ``best.keras`` (atomic, chief only, in inference form) when the
+    validation PSNR beat ``best_var``, then generator + optimizer + epoch + best PSNR with
+    ``tf.train.CheckpointManager`` (TensorFlow writes the checkpoint index last, so an
+    interrupted save is never picked as the latest).
 
-    def __init__(self, manager, epoch_var, best_path: pathlib.Path, is_chief: bool):
+    The best PSNR lives in the checkpoint so that ``--resume`` does not start from
+    ``-inf`` and let a worse epoch overwrite ``best.keras``. ``best.keras`` is written
+    before the checkpoint: a run killed in between redoes the epoch on the same data and
+    at worst rewrites an equally good ``best.keras``; the other order could lose a best
+    model for good. Every worker updates ``best_var`` (all compute the same PSNR) and
+    saves the checkpoint (a collective step of the strategy).
+    """
+
+    def __init__(
+        self,
+        manager: tf.train.CheckpointManager,
+        epoch_var: tf.Variable,
+        best_var: tf.Variable,
+        best_path: pathlib.Path,
+        inference_form: InferenceForm,
+        is_chief: bool,
+    ):
         super().__init__()
         self.manager = manager
         self.epoch_var = epoch_var
+        self.best_var = best_var
         self.best_path = best_path
+        self.inference_form = inference_form
         self.is_chief = is_chief
-        self.best = -math.inf
 
     def on_epoch_end(self, epoch, logs=None):
         self.epoch_var.assign(epoch + 1)
-        self.manager.save(checkpoint_number=epoch + 1)
         val = (logs or {}).get("val_psnr")
-        if val is not None and val > self.best and self.is_chief:
-            self.best = float(val)
-            save_model_atomic(self.model.generator, self.best_path)
+        if val is not None and val > float(self.best_var.numpy()):
+            self.best_var.assign(val)
+            if self.is_chief:
+                save_model_atomic(self.inference_form(), self.best_path)
+        self.manager.save(checkpoint_number=epoch + 1)
 
 
 def save_model_atomic(model: keras.Model, path: str | os.PathLike) -> pathlib.Path:
@@ -368,6 +537,42 @@ def save_model_atomic(model: keras.Model, path: str | os.PathLike) -> pathlib.Pa
     return path
 
 
+class InferenceForm:
+    """The generator in the form that is saved (``best.keras`` and ``final.keras``):
+    float32 and the finest output only, with the generator's current weights.
+
+    A run trains the training form: multi-scale outputs for a multi-scale loss (DeepDeblur)
+    and the mixed dtype policy under ``--mixed-precision``. Users load the saved file to
+    deblur, so it is the registry model of the same preset, rebuilt in float32, with the
+    weights copied in (the training form has the same weights in the same order, and its
+    variables are float32 under mixed precision too).
+
+    Args:
+        generator: the training-form generator.
+        model_name: its registry name.
+        model_preset: its model preset.
+        convert: whether the training form differs from the inference form; when False
+            calling returns ``generator`` itself.
+    """
+
+    def __init__(self, generator: keras.Model, model_name: str, model_preset, convert: bool):
+        self.generator = generator
+        self.target = None
+        if convert:
+            # Built once, here, outside strategy.scope() and in float32. Built lazily in a
+            # callback, it would create variables inside fit's strategy scope: a broadcast
+            # collective under MultiWorkerMirroredStrategy that the workers which do not
+            # save (all but the chief) would never join.
+            with _global_policy("float32"):
+                self.target = registry.build_model(model_name, model_preset)
+
+    def __call__(self) -> keras.Model:
+        if self.target is None:
+            return self.generator
+        self.target.set_weights(self.generator.get_weights())
+        return self.target
+
+
 def _inference_function(model: keras.Model):
     """``model(x, training=False)``'s finest output as a retrace-tolerant ``tf.function``."""
 
@@ -379,14 +584,21 @@ def _inference_function(model: keras.Model):
     return infer
 
 
-def validation_scores(model: keras.Model, dataset: tf.data.Dataset) -> dict[str, float]:
+def validation_scores(model: keras.Model, dataset: tf.data.Dataset, *, infer=None) -> dict:
     """Mean PSNR of the blurry input, and mean PSNR and SSIM of the (clamped) model
     output, against the sharp images of a ``(blur, sharp)`` dataset of frames or clips.
+
+    Args:
+        model: the model (its finest output is scored).
+        dataset: ``(blur, sharp)`` batches of frames ``(B, H, W, 3)`` or clips
+            ``(B, T, H, W, 3)``.
+        infer: ``_inference_function(model)`` to reuse across calls; a new one (traced
+            again) when None.
 
     Returns:
         ``{"blurry_psnr", "psnr", "ssim"}``, means over all frames.
     """
-    infer = _inference_function(model)
+    infer = infer or _inference_function(model)
     blurry, scores, similarity = [], [], []
     for blur, sharp in dataset:
         out = tf.clip_by_value(tf.cast(infer(blur), tf.float32), 0.0, 1.0)
@@ -402,16 +614,39 @@ def validation_scores(model: keras.Model, dataset: tf.data.Dataset) -> dict[str,
     }
 
 
-def make_datasets(settings: Mapping[str, Any], root, config: TrainConfig, batch_size: int):
+def _spread(items: Sequence, limit: int | None) -> list:
+    """``limit`` items spread evenly over ``items`` (all when ``limit`` is None): a
+    validation subset that samples every test sequence, not only the first ones."""
+    items = list(items)
+    if not limit or limit >= len(items):
+        return items
+    return [items[i] for i in np.linspace(0, len(items) - 1, limit).round().astype(int)]
+
+
+def make_datasets(
+    settings: Mapping[str, Any],
+    root,
+    config: TrainConfig,
+    batch_size: int,
+    initial_epoch: int = 0,
+):
     """Training and validation datasets of the preset's kind, checked before training.
 
-    ``data == "images"``: random crops of frame pairs; validation on full test frames.
-    ``data == "clips"``: random crops of ``clip_length`` consecutive frames
-    (``tfdeblur.data.video``); validation on the test clips with one fixed crop.
+    ``data == "images"``: random crops of frame pairs; validation on full test frames
+    (``max_val_images`` of them, spread evenly over the test split). ``data == "clips"``:
+    random crops of ``clip_length`` consecutive frames (``tfdeblur.data.video``);
+    validation on the first ``max_val_images`` test clips with one fixed crop.
+
+    A resumed run (``initial_epoch > 0``) skips the ``initial_epoch * steps_per_epoch *
+    batch_size`` elements the earlier run consumed from the image stream (global batch:
+    under ``MultiWorkerMirroredStrategy`` every worker runs this whole pipeline and keeps
+    its replicas' share of each global batch, tf.data's DATA auto-sharding, so every
+    worker skips the same global count); the clip stream likewise. Needs the same seed,
+    batch size and steps per epoch as the interrupted run.
 
     Returns:
-        ``(train_ds, val_ds, steps_per_epoch)``; an epoch sees every training pair (or
-        clip window) once on average.
+        ``(train_ds, val_ds, steps_per_epoch)``; by default an epoch sees every training
+        pair (or clip window) once on average; ``config.steps_per_epoch`` overrides it.
     """
     from tfdeblur import data as data_lib
 
@@ -419,16 +654,22 @@ def make_datasets(settings: Mapping[str, Any], root, config: TrainConfig, batch_
     blur_key = settings.get("blur_key", "blur")
     patch = int(settings["patch_size"])
     augment = dict(settings.get("augment", {}))
-    limit = config.max_val_images
+    limit = settings.get("max_val_images")
     if kind == "images":
         train_pairs = data_lib.find_pairs(root, "train", blur_key)
-        val_pairs = data_lib.find_pairs(root, "test", blur_key)[:limit]
+        val_pairs = _spread(data_lib.find_pairs(root, "test", blur_key), limit)
         data_lib.validate_pairs(train_pairs, min_size=patch)
         data_lib.validate_pairs(val_pairs)
+        steps = config.steps_per_epoch or max(1, len(train_pairs) // batch_size)
         train_ds = data_lib.train_dataset(
-            train_pairs, batch_size, patch, seed=config.seed, **augment
+            train_pairs,
+            batch_size,
+            patch,
+            seed=config.seed,
+            skip=initial_epoch * steps * batch_size,
+            **augment,
         )
-        return train_ds, data_lib.eval_dataset(val_pairs), max(1, len(train_pairs) // batch_size)
+        return train_ds, data_lib.eval_dataset(val_pairs), steps
     if kind == "clips":
         from tfdeblur.data import video
 
@@ -438,65 +679,77 @@ def make_datasets(settings: Mapping[str, Any], root, config: TrainConfig, batch_
         data_lib.validate_pairs([p for seq in train_seqs for p in seq], min_size=patch)
         data_lib.validate_pairs([p for seq in val_seqs for p in seq], min_size=patch)
         windows = len(video.clip_windows(train_seqs, length))
+        steps = config.steps_per_epoch or max(1, windows // batch_size)
         train_ds = video.clip_dataset(
-            train_seqs, length, batch_size, patch, flip=augment.get("flip", True), seed=config.seed
+            train_seqs,
+            length,
+            batch_size,
+            patch,
+            flip=augment.get("flip", True),
+            seed=config.seed,
+            skip=initial_epoch * steps * batch_size,
         )
         val_ds = video.clip_dataset(
             val_seqs, length, 1, patch, flip=False, seed=0, repeat=False, shuffle=False
         )
-        return train_ds, val_ds.take(limit) if limit else val_ds, max(1, windows // batch_size)
+        return train_ds, val_ds.take(limit) if limit else val_ds, steps
     raise ValueError(f"Unknown training data kind {kind!r} (want 'images' or 'clips').")
 
 
-def train(config: TrainConfig) -> dict[str, Any]:
-    """Train ``config.model`` and write checkpoints and ``final.keras`` in ``output_dir``.
+def global_batch_size(settings: Mapping[str, Any], strategy: tf.distribute.Strategy) -> int:
+    """The preset's (global) batch size, checked against the strategy's replicas.
 
-    Returns:
-        A summary dict: paths, steps, final losses, validation PSNR before/after.
+    Raises:
+        ValueError: the batch does not divide by the number of replicas.
     """
-    from tfdeblur import data as data_lib
-
-    settings = resolve_train_settings(config)
-    strategy = make_strategy(config.strategy)  # first: multi-worker set-up precedes any op
-    keras.utils.set_random_seed(config.seed)
-    replicas = strategy.num_replicas_in_sync
     batch_size = int(settings["batch_size"])
+    replicas = strategy.num_replicas_in_sync
     if batch_size % replicas:
         raise ValueError(
             f"--batch-size {batch_size} must divide by the {replicas} replicas of the strategy."
         )
+    return batch_size
 
-    root = data_lib.resolve_data(config.data)
-    train_ds, val_ds, default_steps = make_datasets(settings, root, config, batch_size)
-    steps_per_epoch = config.steps_per_epoch or default_steps
-    if "iterations" in settings:
-        total_steps = int(settings["iterations"])
-        epochs = max(1, math.ceil(total_steps / steps_per_epoch))
-    else:
-        epochs = int(settings["epochs"])
-        total_steps = epochs * steps_per_epoch
 
-    out_dir = pathlib.Path(config.output_dir)
-    is_chief = _is_chief(strategy)
-    if is_chief:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "train_config.json").write_text(config.to_json())
-        (out_dir / "train_settings.json").write_text(json.dumps(settings, indent=2))
+@dataclasses.dataclass
+class TrainingParts:
+    """What :func:`build_training` builds; ``trainer.optimizer`` is the optimizer that
+    steps (a ``LossScaleOptimizer`` around Adam under ``mixed_float16``)."""
 
-    previous_policy = keras.mixed_precision.global_policy()
-    if config.mixed_precision:
-        # float16 with loss scaling where tensor cores are; bfloat16 (no scaling needed)
-        # on CPUs. Losses are computed in float32 either way.
-        gpu = bool(tf.config.list_logical_devices("GPU"))
-        keras.mixed_precision.set_global_policy("mixed_float16" if gpu else "mixed_bfloat16")
+    loss: DeblurLoss
+    generator: keras.Model
+    trainer: DeblurTrainer
+    checkpoint: tf.train.Checkpoint
+    epoch: tf.Variable
+    best_val_psnr: tf.Variable
 
+
+def build_training(
+    config: TrainConfig,
+    settings: Mapping[str, Any],
+    strategy: tf.distribute.Strategy,
+    steps_per_epoch: int,
+    total_steps: int,
+) -> TrainingParts:
+    """Loss, generator, optimizer(s), trainer and checkpoint of a run, in ``strategy.scope()``.
+
+    The one place that turns resolved settings into trainable objects: :func:`train` and
+    :func:`measure_input_pipeline` both use it, so the benchmark times the step that
+    trains. Call it under the run's global dtype policy (:func:`precision_policy`).
+
+    The generator is the training form (multi-scale outputs when a loss term needs them);
+    :class:`InferenceForm` gives the saved form.
+    """
     with strategy.scope():
-        loss = DeblurLoss(settings["loss"], vgg_weights=config.vgg_weights)
+        loss = DeblurLoss(
+            settings["loss"],
+            perceptual_layer=settings.get("perceptual_layer", DEFAULT_PERCEPTUAL_LAYER),
+            vgg_weights=config.vgg_weights,
+        )
         overrides = {"multi_scale_outputs": True} if loss.multi_scale else {}
-        generator = registry.build_model(config.model, config.model_preset, **overrides)
+        generator = registry.build_model(config.model, settings["model_preset"], **overrides)
         schedule = make_lr_schedule(settings, steps_per_epoch, total_steps)
         adam = settings.get("adam", {})
-        optimizer = keras.optimizers.Adam(learning_rate=schedule, **adam)
         discriminator = d_optimizer = None
         extra = {}
         if loss.adversarial_weight:
@@ -509,14 +762,96 @@ def train(config: TrainConfig) -> dict[str, Any]:
             d_optimizer.build(discriminator.trainable_variables)
             extra = {"discriminator": discriminator, "d_optimizer": d_optimizer}
         trainer = DeblurTrainer(generator, loss, discriminator, d_optimizer)
-        trainer.compile(optimizer=optimizer)
+        # Under mixed_float16, compile() wraps the Adam in a LossScaleOptimizer
+        # (auto_scale_loss): that wrapper is what steps, and what the checkpoint must hold
+        # so the dynamic loss scale survives a resume. Its iterations are Adam's.
+        trainer.compile(optimizer=keras.optimizers.Adam(learning_rate=schedule, **adam))
         if isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy):
             trainer.use_multi_worker_reduction()
-        optimizer.build(generator.trainable_variables)
-        epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        trainer.optimizer.build(generator.trainable_variables)
+        epoch = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
+        best = tf.Variable(-math.inf, dtype=tf.float64, trainable=False, name="best_val_psnr")
         checkpoint = tf.train.Checkpoint(
-            model=generator, optimizer=optimizer, epoch=epoch_var, **extra
+            model=generator, optimizer=trainer.optimizer, epoch=epoch, best_val_psnr=best, **extra
         )
+    return TrainingParts(loss, generator, trainer, checkpoint, epoch, best)
+
+
+def _resume_point(config: TrainConfig, out_dir: pathlib.Path) -> tuple[str | None, int]:
+    """``(checkpoint path, epoch)`` to resume from, or ``(None, 0)``.
+
+    Every worker reads the chief's ``out_dir/checkpoints`` (under ``multi_worker`` the
+    output directory must be on a filesystem all workers see), so they all restore the
+    same state and run the same number of steps. The epoch is read before anything is
+    built: the training stream needs it to skip what was consumed.
+    """
+    ckpt_dir = out_dir / "checkpoints"
+    latest = tf.train.latest_checkpoint(str(ckpt_dir)) if config.resume else None
+    if latest is None:
+        if config.resume:
+            print(f"--resume: no checkpoint in {ckpt_dir}; starting from scratch.")
+        return None, 0
+    return latest, int(tf.train.load_variable(latest, "epoch/.ATTRIBUTES/VARIABLE_VALUE"))
+
+
+def _restore(checkpoint: tf.train.Checkpoint, path: str) -> None:
+    """Restore ``path`` into ``checkpoint``, every object of the run matched.
+
+    Raises:
+        ValueError: naming the checkpoint, when it holds other objects than this run
+            builds (another model or preset, ``--mixed-precision`` switched on or off,
+            which adds or removes the loss-scale optimizer, or an adversarial term
+            added or dropped).
+    """
+    try:
+        checkpoint.restore(path).assert_existing_objects_matched()
+    except (AssertionError, ValueError, tf.errors.InvalidArgumentError) as err:
+        # Unmatched objects (AssertionError), or values matched by position that differ
+        # in shape (ValueError) or dtype (InvalidArgumentError).
+        raise ValueError(
+            f"--resume: checkpoint {path} does not match this run (resume with the flags "
+            f"of the run that wrote it: --model, --model-preset, --loss, --mixed-precision): "
+            f"{str(err)[:300]}"
+        ) from None
+
+
+def train(config: TrainConfig) -> dict[str, Any]:
+    """Train ``config.model`` and write checkpoints and ``final.keras`` in ``output_dir``.
+
+    Returns:
+        A summary dict: paths, steps, final losses, the optimizer's iteration count and
+        next learning rate, validation PSNR before/after.
+
+    Raises:
+        KeyError, ValueError, FileNotFoundError: bad settings or data, before training.
+        FloatingPointError: a non-finite training loss (nothing is saved for that epoch).
+    """
+    from tfdeblur import data as data_lib
+
+    settings = resolve_train_settings(config)
+    strategy = make_strategy(config.strategy)  # first: multi-worker set-up precedes any op
+    keras.utils.set_random_seed(config.seed)
+    batch_size = global_batch_size(settings, strategy)
+    policy = precision_policy(config.mixed_precision)
+    out_dir = pathlib.Path(config.output_dir)
+    latest, initial_epoch = _resume_point(config, out_dir)
+
+    root = data_lib.resolve_data(config.data)
+    train_ds, val_ds, steps_per_epoch = make_datasets(
+        settings, root, config, batch_size, initial_epoch
+    )
+    if "iterations" in settings:
+        total_steps = int(settings["iterations"])
+        epochs = max(1, math.ceil(total_steps / steps_per_epoch))
+    else:
+        epochs = int(settings["epochs"])
+        total_steps = epochs * steps_per_epoch
+
+    is_chief = _is_chief(strategy)
+    if is_chief:
+        out_dir.mkdir(parents=True, exist_ok=True)
+        (out_dir / "train_config.json").write_text(config.to_json())
+        (out_dir / "train_settings.json").write_text(json.dumps(settings, indent=2))
 
     # Non-chief workers save too (saving is a collective step of the strategy), into a
     # private temporary directory that is removed at the end.
@@ -525,62 +860,83 @@ def train(config: TrainConfig) -> dict[str, Any]:
         if is_chief
         else pathlib.Path(tempfile.mkdtemp(prefix="tfdeblur-worker-"))
     )
-    manager = tf.train.CheckpointManager(checkpoint, str(ckpt_dir), config.keep_checkpoints)
-    initial_epoch = 0
-    if config.resume and manager.latest_checkpoint:
-        checkpoint.restore(manager.latest_checkpoint).assert_existing_objects_matched()
-        initial_epoch = int(epoch_var.numpy())
-        print(f"Resumed from {manager.latest_checkpoint} (epoch {initial_epoch}).")
-    elif config.resume:
-        print(f"--resume: no checkpoint in {ckpt_dir}; starting from scratch.")
+    with _global_policy(policy):
+        parts = build_training(config, settings, strategy, steps_per_epoch, total_steps)
+        generator, optimizer = parts.generator, parts.trainer.optimizer
+        inference_form = InferenceForm(
+            generator,
+            config.model,
+            settings["model_preset"],
+            convert=parts.loss.multi_scale or policy != "float32",
+        )
+        manager = tf.train.CheckpointManager(
+            parts.checkpoint, str(ckpt_dir), config.keep_checkpoints
+        )
+        if latest:
+            _restore(parts.checkpoint, latest)
+            print(f"Resumed from {latest} (epoch {initial_epoch}).")
 
-    start_scores = validation_scores(generator, val_ds)
-    every = max(1, config.validate_every)
-    callbacks = [
-        _NonFiniteLossStop(),
-        _Validation(val_ds, every),
-        _Checkpointer(manager, epoch_var, out_dir / "best.keras", is_chief),
-    ]
-    callbacks.append(_Throughput(batch_size))
-    if is_chief:
-        samples = list(val_ds.take(3))
-        callbacks.append(_ImageLogger(out_dir / "logs", samples, every))
-        callbacks.append(keras.callbacks.TensorBoard(str(out_dir / "logs"), update_freq="epoch"))
-    start = time.perf_counter()
-    history = trainer.fit(
-        train_ds,
-        epochs=epochs,
-        initial_epoch=initial_epoch,
-        steps_per_epoch=steps_per_epoch,
-        shuffle=False,  # the tf.data pipeline shuffles
-        callbacks=callbacks,
-        verbose=config.verbose,
-    )
-    seconds = time.perf_counter() - start
+        infer = _inference_function(generator)  # one trace for every validation
+        start_scores = validation_scores(generator, val_ds, infer=infer)
+        every = int(settings["validate_every"])
+        callbacks = [
+            _NonFiniteLossStop(),
+            _Validation(val_ds, every, infer),
+            _Checkpointer(
+                manager,
+                parts.epoch,
+                parts.best_val_psnr,
+                out_dir / "best.keras",
+                inference_form,
+                is_chief,
+            ),
+            _Throughput(batch_size),
+        ]
+        if is_chief:
+            samples = list(val_ds.take(3))
+            callbacks.append(_ImageLogger(out_dir / "logs", samples, every, infer))
+            callbacks.append(
+                keras.callbacks.TensorBoard(str(out_dir / "logs"), update_freq="epoch")
+            )
+        start = time.perf_counter()
+        history = parts.trainer.fit(
+            train_ds,
+            epochs=epochs,
+            initial_epoch=initial_epoch,
+            steps_per_epoch=steps_per_epoch,
+            shuffle=False,  # the tf.data pipeline shuffles
+            callbacks=callbacks,
+            verbose=config.verbose,
+        )
+        seconds = time.perf_counter() - start
 
-    keras.mixed_precision.set_global_policy(previous_policy)
-    final_model = generator
-    if loss.multi_scale or config.mixed_precision:
-        # Save the inference form (finest output only, float32) with the trained weights.
-        final_model = registry.build_model(config.model, config.model_preset)
-        final_model.set_weights(generator.get_weights())
+    final_model = inference_form()
     final_path = out_dir / "final.keras"
     if is_chief:
         save_model_atomic(final_model, final_path)
-    final_scores = validation_scores(final_model, val_ds)
+    final_scores = validation_scores(
+        final_model, val_ds, infer=infer if final_model is generator else None
+    )
+    best = float(parts.best_val_psnr.numpy())
     summary = {
         "weights_sha256": _weights_digest(final_model),
         "model": config.model,
+        "model_preset": settings["model_preset"],
+        "train_preset": train_preset_name(config),
         "final_model": str(final_path) if is_chief else None,  # the chief writes it
         "epochs": epochs,
+        "initial_epoch": initial_epoch,
         "steps_per_epoch": steps_per_epoch,
-        "replicas": replicas,
+        "optimizer_iterations": int(optimizer.iterations.numpy()),
+        "learning_rate": _current_learning_rate(optimizer),
+        "replicas": strategy.num_replicas_in_sync,
         "seconds": seconds,
         "history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
         "val_psnr_blurry": start_scores["blurry_psnr"],
         "val_psnr_untrained": start_scores["psnr"],
         "val_psnr_trained": final_scores["psnr"],
         "val_ssim_trained": final_scores["ssim"],
+        "best_val_psnr": best if math.isfinite(best) else None,
     }
     if is_chief:
         (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
@@ -598,16 +954,21 @@ def _weights_digest(model: keras.Model) -> str:
 
 
 def _is_chief(strategy: tf.distribute.Strategy) -> bool:
-    resolver = getattr(strategy, "cluster_resolver", None)
-    if resolver is None or not resolver.cluster_spec().as_dict():
-        return True
-    task_type, task_id = resolver.task_type, resolver.task_id
-    return task_type == "chief" or (task_type == "worker" and task_id == 0)
+    """Whether this process writes checkpoints, logs, ``best.keras`` and ``final.keras``.
+
+    ``strategy.extended.should_checkpoint``: True for the single-process strategies; under
+    ``MultiWorkerMirroredStrategy`` it is TensorFlow's ``multi_worker_util.is_chief``, the
+    rule that exactly one task writes: the ``chief`` task when the cluster has one, else
+    worker 0.
+    """
+    return bool(strategy.extended.should_checkpoint)
 
 
 def measure_input_pipeline(config: TrainConfig, steps: int = 20) -> dict[str, float]:
     """Does the tf.data pipeline keep up with training? Times ``steps`` batches of the
-    training pipeline alone, and ``steps`` training steps on one already-loaded batch.
+    training pipeline alone, and ``steps`` training steps on one already-loaded batch
+    (the step :func:`train` runs, built by the same :func:`build_training`, under the
+    same dtype policy; the discriminator's step included where there is one).
 
     Returns:
         ``{"pipeline_batches_per_s", "pipeline_images_per_s", "train_step_s",
@@ -618,9 +979,9 @@ def measure_input_pipeline(config: TrainConfig, steps: int = 20) -> dict[str, fl
 
     settings = resolve_train_settings(config)
     strategy = make_strategy(config.strategy)
-    batch_size = int(settings["batch_size"])
+    batch_size = global_batch_size(settings, strategy)
     root = data_lib.resolve_data(config.data)
-    train_ds, _, _ = make_datasets(settings, root, config, batch_size)
+    train_ds, _, steps_per_epoch = make_datasets(settings, root, config, batch_size)
 
     iterator = iter(train_ds)
     next(iterator)  # start the pipeline's workers
@@ -629,19 +990,13 @@ def measure_input_pipeline(config: TrainConfig, steps: int = 20) -> dict[str, fl
         batch = next(iterator)
     pipeline_s = (time.perf_counter() - start) / steps
 
-    with strategy.scope():
-        # The generator's step (the discriminator's, where there is one, is left out).
-        terms = {k: v for k, v in settings["loss"].items() if k != "adversarial"}
-        loss = DeblurLoss(terms, vgg_weights=config.vgg_weights)
-        overrides = {"multi_scale_outputs": True} if loss.multi_scale else {}
-        generator = registry.build_model(config.model, config.model_preset, **overrides)
-        trainer = DeblurTrainer(generator, loss)
-        trainer.compile(optimizer=keras.optimizers.Adam(1e-4))
-    fixed = tf.data.Dataset.from_tensors(batch).repeat()
-    trainer.fit(fixed, epochs=1, steps_per_epoch=2, verbose=0, shuffle=False)  # trace, warm up
-    start = time.perf_counter()
-    trainer.fit(fixed, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
-    step_s = (time.perf_counter() - start) / steps
+    with _global_policy(precision_policy(config.mixed_precision)):
+        trainer = build_training(config, settings, strategy, steps_per_epoch, steps + 2).trainer
+        fixed = tf.data.Dataset.from_tensors(batch).repeat()
+        trainer.fit(fixed, epochs=1, steps_per_epoch=2, verbose=0, shuffle=False)  # trace
+        start = time.perf_counter()
+        trainer.fit(fixed, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
+        step_s = (time.perf_counter() - start) / steps
     return {
         "pipeline_batches_per_s": 1.0 / pipeline_s,
         "pipeline_images_per_s": batch_size / pipeline_s,

@@ -116,6 +116,19 @@ def test_clip_dataset_shares_crop_and_flips_across_frames(gopro):
     np.testing.assert_array_equal(again[0], batches[0][0])
 
 
+def test_clip_dataset_skip_continues_the_stream(gopro):
+    # A resumed run skips the clips already drawn: its batch i is batch k + i of the
+    # uninterrupted stream (same windows, crops and flips).
+    sequences = find_clips(gopro, "train")
+    full = list(clip_dataset(sequences, 3, 2, 16, seed=3).take(5).as_numpy_iterator())
+    resumed = list(clip_dataset(sequences, 3, 2, 16, seed=3, skip=3 * 2).take(2))
+    for (blur, sharp), (want_blur, want_sharp) in zip(resumed, full[3:], strict=True):
+        np.testing.assert_array_equal(blur.numpy(), want_blur)
+        np.testing.assert_array_equal(sharp.numpy(), want_sharp)
+    with pytest.raises(ValueError, match="skip"):
+        clip_dataset(sequences, 3, 2, 16, skip=-1)
+
+
 def test_clip_dataset_rejects_bad_sizes(gopro):
     sequences = find_clips(gopro, "train")
     with pytest.raises(ValueError, match="batch_size"):

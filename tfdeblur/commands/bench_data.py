@@ -10,15 +10,25 @@ def register(subparsers) -> None:
         "bench-data",
         help="measure the tf.data training pipeline against the training step time",
         description="Times the network's training pipeline (decode, crop, augment, batch) "
-        "alone and training steps on a loaded batch; headroom > 1 means the input keeps up.",
+        "alone and training steps on a loaded batch (the step train.py runs, with its loss, "
+        "discriminator and dtype policy); headroom > 1 means the input keeps up.",
     )
     p.add_argument("--model", default="lcnet")
     p.add_argument("--model-preset", default=None)
-    p.add_argument("--train-preset", default="paper")
+    p.add_argument("--train-preset", default=None, help="default: demo for --data demo, else paper")
     p.add_argument("--data", default="demo")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--patch-size", type=int, default=None)
-    p.add_argument("--strategy", default="auto")
+    p.add_argument(
+        "--strategy", default="auto", choices=["auto", "one_device", "mirrored", "multi_worker"]
+    )
+    p.add_argument(
+        "--mixed-precision",
+        nargs="?",
+        const="auto",
+        default=False,
+        choices=["auto", "mixed_float16", "mixed_bfloat16"],
+    )
     p.add_argument("--steps", type=int, default=20)
     p.set_defaults(func=run)
 
@@ -34,6 +44,7 @@ def run(args: argparse.Namespace) -> int:
         batch_size=args.batch_size,
         patch_size=args.patch_size,
         strategy=args.strategy,
+        mixed_precision=args.mixed_precision,
     )
     r = measure_input_pipeline(config, args.steps)
     print(

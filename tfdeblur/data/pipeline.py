@@ -178,6 +178,7 @@ def train_dataset(
     seed: int | None = None,
     repeat: bool = True,
     shuffle: bool = True,
+    skip: int = 0,
 ) -> tf.data.Dataset:
     """Training pipeline: shuffled pairs -> parallel decode -> random patch + augmentation.
 
@@ -186,6 +187,13 @@ def train_dataset(
     sec. 3.2). ``seed`` makes the whole stream reproducible: shuffling uses it, and every
     element's random draws come from stateless ops seeded by ``tf.data.Dataset.random(seed)``,
     so the parallel map gives the same patches in the same order on every run.
+
+    ``skip`` continues that stream where an interrupted run left it: the first ``skip``
+    elements (patches, not batches) of the (pair, random seed) stream are dropped before
+    the decode map, where an element is two path strings and one int64, so skipping
+    costs microseconds per element and no image is read. With the same arguments, batch
+    ``i`` of ``train_dataset(..., skip=k * batch_size)`` equals batch ``k + i`` of
+    ``train_dataset(...)``.
 
     Args:
         pairs: validated pairs (run ``validate_pairs(pairs, min_size=patch_size)`` first).
@@ -200,19 +208,23 @@ def train_dataset(
         seed: random seed; None for a different stream each run.
         repeat: repeat forever (reshuffling every pass). Default True.
         shuffle: shuffle the pairs (buffer = all pairs). Default True.
+        skip: stream elements already consumed (a resumed run's ``initial_epoch *
+            steps_per_epoch * batch_size``). Default 0.
 
     Returns:
         ``tf.data.Dataset`` of ``(blur, sharp)``, each float32
         ``(batch_size, patch_size, patch_size, 3)`` in ``[0, 1]``.
 
     Raises:
-        ValueError: empty ``pairs``, non-positive sizes, or ``repeat=False`` with fewer
-            pairs than ``batch_size`` (no complete batch).
+        ValueError: empty ``pairs``, non-positive sizes, a negative ``skip``, or
+            ``repeat=False`` with fewer pairs than ``batch_size`` (no complete batch).
     """
     blur_paths, sharp_paths = _paths(pairs)
     for name, value in (("batch_size", batch_size), ("patch_size", patch_size)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}.")
+    if not isinstance(skip, int) or isinstance(skip, bool) or skip < 0:
+        raise ValueError(f"skip must be a non-negative int, got {skip!r}.")
     if not repeat and len(blur_paths) < batch_size:
         raise ValueError(
             f"batch_size={batch_size} exceeds the {len(blur_paths)} pairs and repeat=False: "
@@ -235,6 +247,9 @@ def train_dataset(
     # One int64 per element; a seed, when given, fixes the whole stream.
     randoms = tf.data.Dataset.random(seed=seed)
     ds = tf.data.Dataset.zip((ds, randoms))
+    if skip:
+        # Before the map: dropping (paths, seed) tuples is cheap, decoded images are not.
+        ds = ds.skip(skip)
 
     @tf.autograph.experimental.do_not_convert
     def load(paths, r):

@@ -210,6 +210,7 @@ def clip_dataset(
     seed: int | None = None,
     repeat: bool = True,
     shuffle: bool = True,
+    skip: int = 0,
 ) -> tf.data.Dataset:
     """Training pipeline of clips: shuffled windows -> decode -> shared random crop/flips.
 
@@ -218,7 +219,9 @@ def clip_dataset(
     is the same for every frame and for the blurry and the sharp clip, then flipped
     vertically and horizontally (each with probability 1/2), again the same for all.
     ``seed`` fixes the whole stream (shuffle order and every crop/flip, drawn by stateless
-    ops seeded from ``tf.data.Dataset.random(seed)``).
+    ops seeded from ``tf.data.Dataset.random(seed)``). ``skip`` drops the first ``skip``
+    clips of that stream before they are decoded, so a resumed run continues where the
+    interrupted one stopped (as :func:`tfdeblur.data.train_dataset` does for pairs).
 
     Args:
         sequences: from :func:`find_clips`.
@@ -231,18 +234,22 @@ def clip_dataset(
         seed: random seed; None for a different stream each run.
         repeat: repeat forever. Default True.
         shuffle: shuffle the windows. Default True.
+        skip: clips of the stream already consumed (a resumed run's ``initial_epoch *
+            steps_per_epoch * batch_size``). Default 0.
 
     Returns:
         ``tf.data.Dataset`` of ``(blur, sharp)``, each float32
         ``(batch_size, clip_length, patch_size, patch_size, 3)`` in ``[0, 1]``.
 
     Raises:
-        ValueError: bad sizes, no window, or ``repeat=False`` with fewer windows than
+        ValueError: bad sizes, a negative ``skip``, no window, or ``repeat=False`` with fewer windows than
             ``batch_size``.
     """
     for name, value in (("batch_size", batch_size), ("patch_size", patch_size)):
         if not isinstance(value, int) or isinstance(value, bool) or value < 1:
             raise ValueError(f"{name} must be a positive int, got {value!r}.")
+    if not isinstance(skip, int) or isinstance(skip, bool) or skip < 0:
+        raise ValueError(f"skip must be a non-negative int, got {skip!r}.")
     windows = clip_windows(sequences, clip_length, stride)
     if not repeat and len(windows) < batch_size:
         raise ValueError(
@@ -258,6 +265,8 @@ def clip_dataset(
     if repeat:
         ds = ds.repeat()
     ds = tf.data.Dataset.zip((ds, tf.data.Dataset.random(seed=seed)))
+    if skip:
+        ds = ds.skip(skip)  # before the decode map: skipping paths and seeds is cheap
 
     @tf.autograph.experimental.do_not_convert
     def load(paths, r):

@@ -19,6 +19,22 @@ at (Table 3 / Table 2 in brackets)::
     drm6             2,783,599   11.13   (11.2)   6 DRMs
     paper            2,791,968   11.17   (11.2)   6 DRMs + SA
     sarn_video       3,201,184   12.80   (12.4)
+
+Training memory (float32; peak RSS of one forward + backward step on CPU, scaled linearly
+in the batch; a GPU allocator adds fragmentation and cuDNN workspace): each DRM keeps for
+the backward pass its deformable convolution's gathered bilinear corners and sampled
+matrix, 24.7 kB per position of its 1/4-resolution input (see
+:func:`keras_layers.deform_conv2d`), and adds about 45 kB per position while its own
+backward runs::
+
+    train preset               DRM positions   per DRM   6 DRMs    whole step
+    image, 16 x 256x256           65,536       1.62 GB    9.7 GB   ~15.8 GB
+    video, 8 x 10 x 128x128       81,920       2.02 GB   12.1 GB   ~17.4 GB
+
+(whole step: 0.99 GB per 256x256 image and 2.17 GB per 10-frame 128x128 clip; with
+ResBlocks in place of the DRMs 0.24 and 0.65 GB). Neither fits a 16 GB GPU reliably:
+use a 24 GB GPU, ``--mixed-precision``, or ``--batch-size 8`` for images (~7.9 GB) and
+``--batch-size 4`` for clips (~8.7 GB).
 """
 
 from __future__ import annotations
@@ -69,7 +85,9 @@ VIDEO_TINY = {**TINY, "lstm_filters": 8}
 # 256x256 crops, Euclidean (MSE) loss to the sharp image, random flips, 2000 epochs of
 # the 2103 GOPRO training pairs. SRN decays the rate polynomially (power 0.3); the schema
 # has no polynomial schedule, and (1 - e/2000)^0.3 falls to 1/2 at e = 1800 and to 1/4 at
-# e = 1980, so the rate halves at those two epochs.
+# e = 1980, so the rate halves at those two epochs. Validation (not in the paper): every
+# 10 epochs on 100 test frames spread over the test split (the video recipe: the first
+# 100 test clips), rather than all 1111 full 720p frames every epoch.
 TRAIN_PAPER = {
     "batch_size": 16,
     "patch_size": 256,
@@ -93,12 +111,15 @@ TRAIN_PAPER = {
     },
     "blur_key": "blur",
     "data": "images",
+    "validate_every": 10,
+    "max_val_images": 100,
 }
 
 # Video (sec. 2.2, Table 2 on DVD [48]); the paper gives no recipe either. Readings: the
 # image recipe's optimiser and loss; clips of 10 consecutive frames, so that 6 of them see
 # real past estimates and real future frames (the first 2 and last 2 use replicated
-# neighbours); 128x128 crops and batch 8 to keep 10 unrolled steps in memory; 500 epochs
+# neighbours); 128x128 crops and batch 8 (about 17.4 GB per training step, see the module
+# docstring: a 24 GB GPU, or batch 4 on a 16 GB one); 500 epochs
 # of all clip windows (every start frame) of the training videos, the rate halving at
 # 450 and 495 (the image schedule's 0.9 and 0.99 points).
 TRAIN_VIDEO_PAPER = {
@@ -125,8 +146,34 @@ TRAIN_TINY = {
     "learning_rate": 1e-3,
     "lr_schedule": {"type": "constant"},
     "epochs": 1,
+    "validate_every": 1,
+    "max_val_images": None,
 }
 TRAIN_VIDEO_TINY = {**TRAIN_TINY, "data": "clips", "clip_length": 3}
+
+# ``--data demo`` (``python train.py --model sarn --data demo``): about a minute on a 2-core
+# CPU. The paper's optimiser, loss and augmentation on the "tiny" model preset, batch 4 of
+# 64x64 patches of the 24 demo pairs, a constant 1e-3 rate, 40 epochs (240 steps),
+# validation on all 6 demo test frames every epoch. Video: clips of 3 frames (each step
+# unrolls 3 recurrences), batch 2, 20 epochs (160 steps), validation on the 6 test clips.
+TRAIN_DEMO = {
+    **TRAIN_PAPER,
+    "model_preset": "tiny",
+    "batch_size": 4,
+    "patch_size": 64,
+    "learning_rate": 1e-3,
+    "lr_schedule": {"type": "constant"},
+    "epochs": 40,
+    "validate_every": 1,
+    "max_val_images": None,
+}
+TRAIN_VIDEO_DEMO = {
+    **TRAIN_DEMO,
+    "batch_size": 2,
+    "epochs": 20,
+    "data": "clips",
+    "clip_length": 3,
+}
 
 
 def _validate(base_channels, num_res_blocks, num_mid_blocks, num_drms, attention_reduction):
@@ -205,7 +252,7 @@ def _net_d(x, skips, base_channels, num_res_blocks):
         "drm6": {**PAPER, "use_attention": False},
         "tiny": TINY,
     },
-    train_presets={"paper": TRAIN_PAPER, "tiny": TRAIN_TINY},
+    train_presets={"paper": TRAIN_PAPER, "tiny": TRAIN_TINY, "demo": TRAIN_DEMO},
     description="SARN (AAAI 2020): encoder-decoder with deformable residual modules and "
     "self-attention, 31.13 dB",
 )
@@ -346,7 +393,11 @@ def build_video_step(
 @register_model(
     "sarn_video",
     presets={"paper": VIDEO_PAPER, "tiny": VIDEO_TINY},
-    train_presets={"paper": TRAIN_VIDEO_PAPER, "tiny": TRAIN_VIDEO_TINY},
+    train_presets={
+        "paper": TRAIN_VIDEO_PAPER,
+        "tiny": TRAIN_VIDEO_TINY,
+        "demo": TRAIN_VIDEO_DEMO,
+    },
     description="SARN video (AAAI 2020): 5-frame early fusion, ConvLSTM and frame-level "
     "recurrence, 31.15 dB on DVD",
 )
