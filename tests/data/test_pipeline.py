@@ -171,6 +171,23 @@ def test_saturation_factor_shared_and_in_range(tmp_path):
     assert factors.min() < 0.65 and factors.max() > 1.35
 
 
+@pytest.mark.parametrize("factor", [0.6, 1.45])
+def test_saturation_follows_the_official_hsv_round_trip(factor):
+    # DeepDeblur-PyTorch: rgb2hsv, S * factor unclamped, hsv2rgb, clip. Above 1, saturated
+    # colours leave the gamut and the clip cuts them (tf.image.adjust_saturation would
+    # clamp S to 1 instead and differ there by up to 0.2).
+    from skimage.color import hsv2rgb, rgb2hsv
+
+    from tfdeblur.data.pipeline import _scale_saturation
+
+    rgb = np.random.default_rng(1).uniform(size=(9, 11, 3)).astype(np.float32)
+    hsv = rgb2hsv(rgb)
+    hsv[..., 1] *= factor
+    want = np.clip(hsv2rgb(hsv), 0, 1)
+    got = _scale_saturation(tf.constant(rgb), tf.constant(factor, tf.float32)).numpy()
+    np.testing.assert_allclose(got, want, atol=1e-5)
+
+
 def test_eval_dataset_returns_exact_full_frames_in_order(tmp_path):
     rng = np.random.default_rng(0)
     rgb = rng.integers(0, 256, (H, W, 3), dtype=np.uint8)

@@ -12,7 +12,10 @@ deviation is itself drawn from ``N(0, (2/255)^2)``, then clipping. Readings:
   among "image degradations" but adds noise explicitly "to blurry images"; the authors'
   PyTorch code (``DeepDeblur-PyTorch``, ``data/common.py``) applies the saturation change to
   input and target alike, and changing only the input would teach the network to alter
-  colours. So saturation is shared.
+  colours. So saturation is shared. As in that code (scikit-image ``rgb2hsv``, S times
+  the factor, ``hsv2rgb``, clip), S is not clamped to 1 before converting back: a factor
+  above 1 pushes saturated colours out of gamut and the RGB clip cuts them
+  (``tf.image.adjust_saturation`` clamps S instead, which differs by up to 0.2 there).
 * The noise's standard deviation is ``|s|`` with ``s ~ N(0, (2/255)^2)``, one draw per patch,
   and the noise is i.i.d. per pixel and channel; the result is clipped to ``[0, 1]`` (the
   paper's "value outside is clipped").
@@ -99,6 +102,12 @@ def _paths(pairs: Sequence[ImagePair]) -> tuple[list[str], list[str]]:
     return [str(p.blur) for p in pairs], [str(p.sharp) for p in pairs]
 
 
+def _scale_saturation(image: tf.Tensor, factor: tf.Tensor) -> tf.Tensor:
+    """HSV saturation times ``factor``, unclamped, back to RGB clipped to ``[0, 1]``."""
+    hsv = tf.image.rgb_to_hsv(image) * tf.stack([1.0, factor, 1.0])
+    return tf.clip_by_value(tf.image.hsv_to_rgb(hsv), 0.0, 1.0)
+
+
 def _augment(
     blur: tf.Tensor,
     sharp: tf.Tensor,
@@ -154,8 +163,7 @@ def _augment(
         factor = tf.random.stateless_uniform(
             [], seeds[6], minval=_SATURATION_RANGE[0], maxval=_SATURATION_RANGE[1]
         )
-        blur = tf.image.adjust_saturation(blur, factor)
-        sharp = tf.image.adjust_saturation(sharp, factor)
+        blur, sharp = _scale_saturation(blur, factor), _scale_saturation(sharp, factor)
     if noise:
         sigma = tf.abs(tf.random.stateless_normal([], seeds[7], stddev=_NOISE_SIGMA_STD))
         blur = blur + sigma * tf.random.stateless_normal(tf.shape(blur), seeds[8])
