@@ -46,6 +46,8 @@ def _models_epilog() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
+    from tfdeblur.training import add_device_arguments
+
     p = argparse.ArgumentParser(
         description=__doc__,
         epilog=_models_epilog(),
@@ -69,9 +71,6 @@ def build_parser() -> argparse.ArgumentParser:
         "--output-dir",
         default=None,
         help="where checkpoints and final.keras go (default: runs/MODEL)",
-    )
-    p.add_argument(
-        "--strategy", default="auto", choices=["auto", "one_device", "mirrored", "multi_worker"]
     )
     p.add_argument("--batch-size", type=int, default=None, help="global batch size")
     p.add_argument("--patch-size", type=int, default=None, help="side of the square crops")
@@ -110,15 +109,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--keep-checkpoints", type=int, default=3)
     p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
-    p.add_argument(
-        "--mixed-precision",
-        nargs="?",
-        const="auto",
-        default=False,
-        choices=["auto", "mixed_float16", "mixed_bfloat16"],
-        help="mixed precision: auto (the default when given without a value) is "
-        "mixed_float16 on GPUs, mixed_bfloat16 otherwise",
-    )
+    add_device_arguments(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2])
     p.add_argument(

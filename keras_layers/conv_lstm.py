@@ -21,6 +21,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from keras_layers.initializers import fresh_initializer
+
 
 @keras.saving.register_keras_serializable(package="tfdeblur")
 class ConvLSTMCell2D(keras.layers.Layer):
@@ -80,7 +82,7 @@ class ConvLSTMCell2D(keras.layers.Layer):
             4 * f,
             self.kernel_size,
             padding="same",
-            kernel_initializer=self.kernel_initializer,
+            kernel_initializer=fresh_initializer(self.kernel_initializer),
             bias_initializer=keras.initializers.Constant([0.0] * f + [1.0] * f + [0.0] * 2 * f),
             dtype=self.dtype_policy,
             name="input_conv",
@@ -90,7 +92,7 @@ class ConvLSTMCell2D(keras.layers.Layer):
             self.kernel_size,
             padding="same",
             use_bias=False,
-            kernel_initializer=self.recurrent_initializer,
+            kernel_initializer=fresh_initializer(self.recurrent_initializer),
             dtype=self.dtype_policy,
             name="recurrent_conv",
         )

@@ -16,6 +16,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from keras_layers.initializers import fresh_initializer
+
 
 def _pair(value, name: str) -> tuple[int, int]:
     if isinstance(value, int):
@@ -256,7 +258,7 @@ class DeformableConv2D(keras.layers.Layer):
         self.kernel = self.add_weight(
             name="kernel",
             shape=(k, k, channels, self.filters),
-            initializer=self.kernel_initializer,
+            initializer=fresh_initializer(self.kernel_initializer),
         )
         self.bias = (
             self.add_weight(name="bias", shape=(self.filters,), initializer="zeros")
@@ -338,7 +340,7 @@ class DRM(keras.layers.Layer):
             channels,
             self.kernel_size,
             padding="same",
-            kernel_initializer=self.kernel_initializer,
+            kernel_initializer=fresh_initializer(self.kernel_initializer),
             dtype=self.dtype_policy,
             name="conv",
         )

@@ -12,6 +12,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from keras_layers.initializers import fresh_initializer
+
 
 def _kernel_layout(kernel_shape, adaptive_shape, channels):
     """Validates the static shapes; returns (k, taps, adaptive channels per tap)."""
@@ -188,7 +190,7 @@ class DynamicFilter(keras.layers.Layer):
                 self.meta_kernel_size,
                 padding="same",
                 activation="relu",
-                kernel_initializer=self.kernel_initializer,
+                kernel_initializer=fresh_initializer(self.kernel_initializer),
                 dtype=self.dtype_policy,
                 name="meta_hidden",
             )
@@ -205,7 +207,9 @@ class DynamicFilter(keras.layers.Layer):
         hidden = channels if self.meta_filters is None else self.meta_filters
         self.meta_kernel.build(tuple(input_shape[:-1]) + (hidden,))
         self.kernel = self.add_weight(
-            name="kernel", shape=(k, k, channels, out_channels), initializer=self.kernel_initializer
+            name="kernel",
+            shape=(k, k, channels, out_channels),
+            initializer=fresh_initializer(self.kernel_initializer),
         )
         self.bias = self.add_weight(name="bias", shape=(out_channels,), initializer="zeros")
 

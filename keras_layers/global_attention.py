@@ -18,6 +18,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from keras_layers.initializers import fresh_initializer
+
 
 def _flatten(features):
     """``(B, H, W, C)`` -> ``(B, HW, C)`` with dynamic H, W (static C kept when known)."""
@@ -199,7 +201,7 @@ class GlobalAttention(keras.layers.Layer):
             return keras.layers.Conv2D(
                 filters,
                 1,
-                kernel_initializer=self.kernel_initializer,
+                kernel_initializer=fresh_initializer(self.kernel_initializer),
                 dtype=self.dtype_policy,
                 name=name,
             )

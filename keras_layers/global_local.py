@@ -14,6 +14,7 @@ import keras
 
 from keras_layers.dynamic_filter import DynamicFilter
 from keras_layers.global_attention import GlobalAttention
+from keras_layers.initializers import fresh_initializer
 
 
 @keras.saving.register_keras_serializable(package="tfdeblur")
@@ -198,7 +199,7 @@ class GlobalLocalResBlock(keras.layers.Layer):
                 channels,
                 self.kernel_size,
                 padding="same",
-                kernel_initializer=self.kernel_initializer,
+                kernel_initializer=fresh_initializer(self.kernel_initializer),
                 dtype=self.dtype_policy,
                 name=name,
             )

@@ -10,6 +10,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from keras_layers.initializers import fresh_initializer
+
 METHODS = ("slices", "patches")
 
 
@@ -98,9 +100,10 @@ def local_correlation(pattern, content, window_size: int = 5, method: str = "pat
             on padding and k*k shifted slices, which converts to TFLite with builtin ops
             only and to ONNX with dynamic H and W. Both give the same numbers.
             Default ``"patches"``, the faster to train: one Adam step of the LCNet paper
-            preset on 128x128 crops on a 2-core CPU took 0.55 s vs 0.76 s (batch 4) and
-            1.14 s vs 1.51 s (batch 8), interleaved runs; ``tfdeblur bench`` measures it
-            on your machine. The exporters switch to ``"slices"``.
+            preset on 128x128 crops, batch 4, on a 2-core CPU took 233 ms vs 281 ms
+            (``tfdeblur bench``, which measures it on your machine; earlier interleaved
+            runs on a busier machine: 0.55 s vs 0.76 s, and 1.14 s vs 1.51 s at batch 8).
+            The exporters switch to ``"slices"``.
 
     Returns:
         ``(B, H, W, Cc)`` tensor.
@@ -175,7 +178,7 @@ class LCBlock(keras.layers.Layer):
                 filters,
                 self.kernel_size,
                 padding="same",
-                kernel_initializer=self.kernel_initializer,
+                kernel_initializer=fresh_initializer(self.kernel_initializer),
                 dtype=self.dtype_policy,
                 name=name,
             )

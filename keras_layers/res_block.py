@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import keras
 
+from keras_layers.initializers import fresh_initializer
+
 
 @keras.saving.register_keras_serializable(package="tfdeblur")
 class ResBlock(keras.layers.Layer):
@@ -54,7 +56,7 @@ class ResBlock(keras.layers.Layer):
                 channels,
                 self.kernel_size,
                 padding="same",
-                kernel_initializer=self.kernel_initializer,
+                kernel_initializer=fresh_initializer(self.kernel_initializer),
                 dtype=self.dtype_policy,
                 name=name,
             )

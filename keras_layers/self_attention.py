@@ -14,6 +14,8 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
+from keras_layers.initializers import fresh_initializer
+
 
 @keras.saving.register_keras_serializable(package="tfdeblur")
 class SelfAttention2D(keras.layers.Layer):
@@ -79,7 +81,7 @@ class SelfAttention2D(keras.layers.Layer):
             return keras.layers.Conv2D(
                 filters,
                 1,
-                kernel_initializer=self.kernel_initializer,
+                kernel_initializer=fresh_initializer(self.kernel_initializer),
                 dtype=self.dtype_policy,
                 name=name,
             )

@@ -50,6 +50,26 @@ STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 MIXED_POLICIES = ("mixed_float16", "mixed_bfloat16")
 
 
+def add_device_arguments(parser) -> None:
+    """``--strategy`` and ``--mixed-precision``, shared by ``train.py`` and
+    ``tfdeblur bench-data`` (which must time the step ``train.py`` runs)."""
+    parser.add_argument(
+        "--strategy",
+        default="auto",
+        choices=STRATEGIES,
+        help="auto: MirroredStrategy over all GPUs when there are several, else one device",
+    )
+    parser.add_argument(
+        "--mixed-precision",
+        nargs="?",
+        const="auto",
+        default=False,
+        choices=("auto", *MIXED_POLICIES),
+        help="mixed precision: auto (the default when given without a value) is "
+        "mixed_float16 on GPUs, mixed_bfloat16 otherwise",
+    )
+
+
 @dataclasses.dataclass
 class TrainConfig:
     """Everything a training run needs besides the model's own configuration.

@@ -6,6 +6,8 @@ import argparse
 
 
 def register(subparsers) -> None:
+    from tfdeblur.training import add_device_arguments
+
     p = subparsers.add_parser(
         "bench-data",
         help="measure the tf.data training pipeline against the training step time",
@@ -19,16 +21,7 @@ def register(subparsers) -> None:
     p.add_argument("--data", default="demo")
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--patch-size", type=int, default=None)
-    p.add_argument(
-        "--strategy", default="auto", choices=["auto", "one_device", "mirrored", "multi_worker"]
-    )
-    p.add_argument(
-        "--mixed-precision",
-        nargs="?",
-        const="auto",
-        default=False,
-        choices=["auto", "mixed_float16", "mixed_bfloat16"],
-    )
+    add_device_arguments(p)
     p.add_argument("--steps", type=int, default=20)
     p.set_defaults(func=run)
 

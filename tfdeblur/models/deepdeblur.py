@@ -214,12 +214,15 @@ def deepdeblur(
             f"kernel_size must be odd ('same' padding as the official code), got {kernel_size}."
         )
 
-    # PyTorch's default Conv2d init: kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in)).
-    init = keras.initializers.VarianceScaling(1.0 / 3.0, mode="fan_in", distribution="uniform")
+    def init():
+        # PyTorch's default Conv2d init: kaiming_uniform(a=sqrt(5)) = U(+-1/sqrt(fan_in)).
+        # A new instance per layer: one instance would draw the same values for every
+        # same-shaped kernel (see keras_layers.initializers).
+        return keras.initializers.VarianceScaling(1.0 / 3.0, mode="fan_in", distribution="uniform")
 
     def conv(filters, size, name):
         return keras.layers.Conv2D(
-            filters, size, padding="same", kernel_initializer=init, name=name
+            filters, size, padding="same", kernel_initializer=init(), name=name
         )
 
     # Per-channel offsets (same value for R, G, B): tf2onnx's transpose optimiser fails on
@@ -242,7 +245,7 @@ def deepdeblur(
             x = keras.layers.Concatenate(name=f"scale{s}_concat")([x, up])
         x = conv(n_feats, kernel_size, f"scale{s}_conv_in")(x)
         for i in range(n_resblocks):
-            x = ResBlock(kernel_size, "relu", kernel_initializer=init, name=f"scale{s}_res{i}")(x)
+            x = ResBlock(kernel_size, "relu", kernel_initializer=init(), name=f"scale{s}_res{i}")(x)
         latent = conv(3, kernel_size, f"scale{s}_conv_out")(x)
         outputs[s] = keras.layers.Rescaling(**to_unit, name=f"scale{s}_out")(latent)
         if s > 0:
