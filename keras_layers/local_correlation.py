@@ -100,7 +100,7 @@ def local_correlation(pattern, content, window_size: int = 5, method: str = "pat
             on padding and k*k shifted slices, which converts to TFLite with builtin ops
             only and to ONNX with dynamic H and W. Both give the same numbers.
             Default ``"patches"``, the faster to train: one Adam step of the LCNet paper
-            preset on 128x128 crops, batch 4, on a 2-core CPU took 233 ms vs 281 ms
+            preset on 128x128 crops, batch 4, on a 2-core CPU took 199 ms vs 251 ms
             (``tfdeblur bench``, which measures it on your machine; earlier interleaved
             runs on a busier machine: 0.55 s vs 0.76 s, and 1.14 s vs 1.51 s at batch 8).
             The exporters switch to ``"slices"``.

@@ -285,9 +285,10 @@ class KerasRunner(Runner):
     on (tiles of one image, a folder of same-size photos, video frames) the model runs
     inside a ``tf.function`` (``reduce_retracing``: after a second shape, H and W are
     traced as dynamic). Eager calls pay Python overhead on every layer, graph calls pay
-    one trace: measured on a 2-core CPU, LCNet at 720p takes ~6 s eager, ~16 s for the
-    trace + first graph call, then ~3 s per graph call; LCNet ``tiny`` on 256 x 256 tiles
-    1.0 s eager, 0.06 s in graph mode.
+    one trace: measured on a 2-core CPU, LCNet at 720p takes 1.5 s eager, 1.35 s for the
+    trace + first graph call, then 0.8-0.9 s per graph call; LCNet ``tiny`` on 256 x 256
+    tiles 74 ms eager, 185 ms for the trace, then 20 ms in graph mode (an earlier
+    measurement on a busier machine: 6 s, 16 s and 3 s for LCNet at 720p).
 
     Args:
         model: the Keras model.
