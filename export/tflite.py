@@ -11,7 +11,7 @@ interpreter returns NaN (float) or fails (int8). Freezing first leaves no variab
 the verification after every export would catch a regression.
 
 Builtin ops only. ``target_spec.supported_ops`` is ``TFLITE_BUILTINS`` (or
-``TFLITE_BUILTINS_INT8`` for full-integer int8), never ``SELECT_TF_OPS``: the LiteRT
+``TFLITE_BUILTINS_INT8`` for full-integer int8), never the select-TF-ops set: the LiteRT
 interpreters users install from PyPI (``ai-edge-litert``) and the Android/iOS runtimes
 without the Flex delegate cannot run Flex ops. Layers whose training formulation needs
 other ops are switched to their builtin-only twin first (:mod:`export.prepare`), and the

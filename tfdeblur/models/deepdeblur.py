@@ -14,6 +14,7 @@ from __future__ import annotations
 import keras
 
 from keras_layers import CropToReference, GaussianPyramid, PixelShuffle, ResBlock
+from tfdeblur.models.recipes import demo_recipe
 from tfdeblur.registry import register_model
 
 # Sec. 3.1: K = 3 scales, 40 convolutions per scale (1 + 19 ResBlocks x 2 + 1), 64 feature
@@ -113,22 +114,10 @@ TRAIN_OFFICIAL = {
     "max_val_images": 100,
 }
 
-# ``--data demo`` (``python train.py --model deepdeblur --data demo``): about a minute on a
-# 2-core CPU. The official recipe (multi-scale L1, its augmentation, ``blur_gamma``) on the
-# "tiny" model preset (K = 3 scales, so the 64x64 patches are a multiple of 2^(K-1) = 4),
-# batch 4 of the 24 demo pairs, a constant 1e-3 rate (the official 1e-4 barely moves in
-# 240 steps), 40 epochs, validation on all 6 demo test frames every epoch.
-TRAIN_DEMO = {
-    **TRAIN_OFFICIAL,
-    "model_preset": "tiny",
-    "batch_size": 4,
-    "patch_size": 64,
-    "learning_rate": 1e-3,
-    "lr_schedule": {"type": "constant"},
-    "epochs": 40,
-    "validate_every": 1,
-    "max_val_images": None,
-}
+# ``--data demo``: under a minute on a 2-core CPU. The official recipe (multi-scale L1,
+# its augmentation, ``blur_gamma``) on the "tiny" model preset (K = 3 scales: the 64x64
+# patches are a multiple of 2^(K-1) = 4), 40 epochs.
+TRAIN_DEMO = demo_recipe(TRAIN_OFFICIAL, epochs=40)
 
 # The up-convolution of the official code (``conv_end``) is always 5x5, whatever
 # ``kernel_size`` is; the paper uses 5x5 for every convolution.

@@ -22,6 +22,7 @@ from keras_layers import (
     PadToMultiple,
     SplitPatches,
 )
+from tfdeblur.models.recipes import demo_recipe
 from tfdeblur.registry import register_model
 
 PAPER = {
@@ -71,21 +72,9 @@ TRAIN_PAPER = {
     "max_val_images": 100,
 }
 
-# ``--data demo`` (``python train.py --model saphn --data demo``): under two minutes on a
-# 2-core CPU (most of it tracing SAPHN's graph and validating full frames). The paper's loss (MSE) on the "tiny" model preset, batch 4 of 64x64 patches
-# (a multiple of the 8 the 3-level hierarchy pads to) of the 24 demo pairs, a constant
-# 1e-3 rate, 120 iterations (20 epochs), validation on all 6 demo test frames every epoch.
-TRAIN_DEMO = {
-    **TRAIN_PAPER,
-    "model_preset": "tiny",
-    "batch_size": 4,
-    "patch_size": 64,
-    "learning_rate": 1e-3,
-    "lr_schedule": {"type": "constant"},
-    "iterations": 120,
-    "validate_every": 1,
-    "max_val_images": None,
-}
+# ``--data demo``: about a minute on a 2-core CPU (most of it tracing SAPHN's graph and
+# validating full frames); the paper's loss (MSE), 120 iterations (20 epochs).
+TRAIN_DEMO = demo_recipe(TRAIN_PAPER, iterations=120)
 
 
 def _check_positive_int(name, value):

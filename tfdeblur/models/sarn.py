@@ -50,6 +50,7 @@ from keras_layers import (
     ResBlock,
     SelfAttention2D,
 )
+from tfdeblur.models.recipes import demo_recipe
 from tfdeblur.registry import register_model
 
 # The encoder halves the resolution twice; every H x W is padded to a multiple of 4
@@ -151,29 +152,11 @@ TRAIN_TINY = {
 }
 TRAIN_VIDEO_TINY = {**TRAIN_TINY, "data": "clips", "clip_length": 3}
 
-# ``--data demo`` (``python train.py --model sarn --data demo``): about a minute on a 2-core
-# CPU. The paper's optimiser, loss and augmentation on the "tiny" model preset, batch 4 of
-# 64x64 patches of the 24 demo pairs, a constant 1e-3 rate, 40 epochs (240 steps),
-# validation on all 6 demo test frames every epoch. Video: clips of 3 frames (each step
-# unrolls 3 recurrences), batch 2, 20 epochs (160 steps), validation on the 6 test clips.
-TRAIN_DEMO = {
-    **TRAIN_PAPER,
-    "model_preset": "tiny",
-    "batch_size": 4,
-    "patch_size": 64,
-    "learning_rate": 1e-3,
-    "lr_schedule": {"type": "constant"},
-    "epochs": 40,
-    "validate_every": 1,
-    "max_val_images": None,
-}
-TRAIN_VIDEO_DEMO = {
-    **TRAIN_DEMO,
-    "batch_size": 2,
-    "epochs": 20,
-    "data": "clips",
-    "clip_length": 3,
-}
+# ``--data demo``: under a minute on a 2-core CPU each. Images: 40 epochs (240 steps).
+# Video: clips of 3 frames (each step unrolls 3 recurrences), batch 2, 20 epochs (160
+# steps), validation on the 6 test clips.
+TRAIN_DEMO = demo_recipe(TRAIN_PAPER, epochs=40)
+TRAIN_VIDEO_DEMO = demo_recipe(TRAIN_PAPER, batch_size=2, epochs=20, data="clips", clip_length=3)
 
 
 def _validate(base_channels, num_res_blocks, num_mid_blocks, num_drms, attention_reduction):
