@@ -196,18 +196,6 @@ def count_gflops(model, size: tuple[int, int] = FLOPS_SIZE) -> dict:
 # --------------------------------------------------------------------------- latency
 
 
-def median_seconds(fn, warmup: int, runs: int) -> float:
-    """Median wall time of ``fn()`` over ``runs`` calls after ``warmup`` calls."""
-    for _ in range(warmup):
-        fn()
-    times = []
-    for _ in range(runs):
-        start = time.perf_counter()
-        fn()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
-
-
 def _interleaved_medians(timers: dict, warmup: int, runs: int) -> dict:
     """Median seconds per timer, the timers called in turn within each round.
 

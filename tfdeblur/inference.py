@@ -164,14 +164,6 @@ def load_model(spec: str | os.PathLike, preset: str | None = None) -> keras.Mode
     return model
 
 
-def run_model(model: keras.Model, image: np.ndarray) -> np.ndarray:
-    """Deblur one ``(H, W, 3)`` float image; returns the unclamped ``(H, W, 3)`` output."""
-    out = model(image[None].astype(np.float32), training=False)
-    if isinstance(out, (list, tuple)):
-        out = out[0]
-    return np.asarray(out, dtype=np.float32)[0]
-
-
 def _fixed_size(shape) -> tuple[int, int] | None:
     """``(H, W)`` of an input shape whose spatial axes are both fixed, else None.
 

@@ -114,15 +114,6 @@ def _video_header(path) -> tuple[float, int | None]:
     return float(fps), total
 
 
-def video_fps(path) -> float:
-    """Frame rate of a video file from its header.
-
-    Raises:
-        ValueError: unreadable file or no frame rate.
-    """
-    return _video_header(path)[0]
-
-
 def iter_frames(source) -> Iterator[tuple[str, np.ndarray]]:
     """``(name, frame)`` for every frame of a video file or a folder of frames.
 

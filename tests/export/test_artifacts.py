@@ -83,15 +83,22 @@ def test_fixed_input_size(lcnet, tmp_path, gopro_pairs):
         runner(blurry[:40, :56])
 
 
-def test_int8_with_int8_io(lcnet, tmp_path, verify_images, calibration_images):
-    result = export.tflite(
-        lcnet,
-        tmp_path / "int8io.tflite",
+def _int8_export(model, path, io_type, verify_images, calibration_images):
+    """A verified full-integer export with the given input/output type."""
+    return export.tflite(
+        model,
+        path,
         quantization="int8",
         representative_data=calibration_images,
-        io_type="int8",
+        io_type=io_type,
         images=verify_images,
         verbose=False,
+    )
+
+
+def test_int8_with_int8_io(lcnet, tmp_path, verify_images, calibration_images):
+    result = _int8_export(
+        lcnet, tmp_path / "int8io.tflite", "int8", verify_images, calibration_images
     )
     interpreter = tflite_interpreter(result.path)
     (inp,), (out,) = interpreter.get_input_details(), interpreter.get_output_details()
@@ -286,14 +293,8 @@ def test_saved_model_refuses_to_replace_other_folders(lcnet, tmp_path):
 
 def test_int8_with_float32_io(lcnet, tmp_path, verify_images, calibration_images):
     """io_type="float32": the model quantizes its input and dequantizes its output itself."""
-    result = export.tflite(
-        lcnet,
-        tmp_path / "int8f.tflite",
-        quantization="int8",
-        representative_data=calibration_images,
-        io_type="float32",
-        images=verify_images,
-        verbose=False,
+    result = _int8_export(
+        lcnet, tmp_path / "int8f.tflite", "float32", verify_images, calibration_images
     )
     assert result.verification.passed
     interpreter = tflite_interpreter(result.path)
