@@ -19,7 +19,7 @@ while the step network alone is exported and streamed.
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from keras_layers.initializers import fresh_initializer
 
@@ -102,9 +102,9 @@ class ConvLSTMCell2D(keras.layers.Layer):
     def call(self, inputs):
         x, h, c = inputs
         gates = self.input_conv(x) + self.recurrent_conv(h)
-        i, f, g, o = tf.split(gates, 4, axis=-1)
-        c_new = tf.sigmoid(f) * c + tf.sigmoid(i) * tf.tanh(g)
-        h_new = tf.sigmoid(o) * tf.tanh(c_new)
+        i, f, g, o = ops.split(gates, 4, axis=-1)
+        c_new = ops.sigmoid(f) * c + ops.sigmoid(i) * ops.tanh(g)
+        h_new = ops.sigmoid(o) * ops.tanh(c_new)
         return [h_new, c_new]
 
     def compute_output_shape(self, input_shape):
@@ -142,8 +142,9 @@ class FrameRecurrence(keras.layers.Layer):
       back-propagates through the whole clip.
 
     A clip whose length T is known when the graph is traced (training clips, eager
-    calls) is unrolled in Python, which XLA compiles; an unknown T runs a
-    ``tf.while_loop`` (same numbers) that converts to TFLite (WHILE) and ONNX (Loop).
+    calls, every call on JAX and PyTorch) is unrolled in Python, which XLA compiles; an
+    unknown T (a TensorFlow graph traced with ``None`` frames) runs a ``tf.while_loop``
+    (same numbers) that converts to TFLite (WHILE) and ONNX (Loop).
     Streaming inference (:mod:`tfdeblur.video`) follows the same rules frame by frame.
 
     Reference:
@@ -198,51 +199,64 @@ class FrameRecurrence(keras.layers.Layer):
         """Zero states for frames of ``height x width``."""
         s = self.state_downsampling
         return [
-            tf.zeros(tf.stack([batch, (height + s - 1) // s, (width + s - 1) // s, ch]), dtype)
+            ops.zeros((batch, (height + s - 1) // s, (width + s - 1) // s, ch), dtype)
             for ch in self.state_channels
         ]
 
+    def _step(self, past, frames, states, clip_dtype, training):
+        """One time step: ``(past, frames, states) -> (new past, estimate, new states)``."""
+        estimate, *states = self.step_model(
+            [ops.concatenate(list(past) + list(frames), axis=-1), *states], training=training
+        )
+        # Loop variables keep the clip's dtype (mixed precision computes in float16).
+        estimate = ops.cast(estimate, clip_dtype)
+        states = [ops.cast(state, clip_dtype) for state in states]
+        past = (list(past) + [estimate])[1:] if self.num_past else []
+        return past, estimate, states
+
     def call(self, inputs, training=None):
-        clip = tf.convert_to_tensor(inputs)
-        if clip.shape.rank != 5:
+        clip = ops.convert_to_tensor(inputs)
+        if len(clip.shape) != 5:
             raise ValueError(f"FrameRecurrence expects clips (B, T, H, W, C), got {clip.shape}.")
-        shape = tf.shape(clip)
-        batch, length, height, width = shape[0], shape[1], shape[2], shape[3]
+        shape = ops.shape(clip)
+        batch, height, width = shape[0], shape[2], shape[3]
         states = self.initial_states(batch, height, width, clip.dtype)
-        first = clip[:, 0]
+        static_length = clip.shape[1]
+        if static_length is None:
+            # Only TensorFlow traces an unknown T (JAX and PyTorch always know it).
+            return self._while_loop(clip, states, training)
+        # Known T (training clips, eager calls, every JAX / PyTorch call): unrolled in
+        # Python, which XLA compiles.
+        past, outputs = [clip[:, 0]] * self.num_past, []
+        for t in range(static_length):
+            frames = [clip[:, min(t + k, static_length - 1)] for k in range(self.num_future + 1)]
+            past, estimate, states = self._step(past, frames, states, clip.dtype, training)
+            outputs.append(estimate)
+        return ops.stack(outputs, axis=1)
+
+    def _while_loop(self, clip, states, training):
+        """Unknown T (TensorFlow only): a ``tf.while_loop``, same numbers as the unrolled loop."""
+        import tensorflow as tf
+
+        length = tf.shape(clip)[1]
 
         def frame(t):
             return tf.gather(clip, tf.minimum(t, length - 1), axis=1)
 
         def body(t, past, states, outputs):
-            stacked = tf.concat(
-                list(past) + [frame(t + k) for k in range(self.num_future + 1)], axis=-1
-            )
-            estimate, *states = self.step_model([stacked, *states], training=training)
-            # Loop variables keep the clip's dtype (mixed precision computes in float16).
-            estimate = tf.cast(estimate, clip.dtype)
-            states = [tf.cast(state, clip.dtype) for state in states]
-            past = (list(past) + [estimate])[1:] if self.num_past else []
+            frames = [frame(t + k) for k in range(self.num_future + 1)]
+            past, estimate, states = self._step(past, frames, states, clip.dtype, training)
             if outputs is None:
                 return t + 1, past, list(states), estimate
             return t + 1, past, list(states), tf.concat([outputs, estimate[:, None]], axis=1)
 
-        static_length = clip.shape[1]
-        if static_length is not None:
-            # Known T (training clips, eager calls): unrolled, which XLA compiles.
-            past, outputs = [first] * self.num_past, []
-            for t in range(static_length):
-                _, past, states, estimate = body(t, past, states, None)
-                outputs.append(estimate)
-            return tf.stack(outputs, axis=1)
-
-        # Unknown T: the first step, then a while loop appending each estimate to the
-        # output clip -- a growing tensor instead of a TensorArray, so the loop converts to
-        # a TFLite WHILE of builtin ops (a TensorList with unknown frame shape cannot be
-        # lowered), and never an empty one (the XNNPACK delegate mishandles those).
+        # The first step, then a while loop appending each estimate to the output clip --
+        # a growing tensor instead of a TensorArray, so the loop converts to a TFLite
+        # WHILE of builtin ops (a TensorList with unknown frame shape cannot be lowered),
+        # and never an empty one (the XNNPACK delegate mishandles those).
         frame_shape = tf.TensorShape([None, None, None, self.frame_channels])
         clip_shape = tf.TensorShape([None, None, None, None, self.frame_channels])
-        _, past, states, estimate = body(0, [first] * self.num_past, states, None)
+        _, past, states, estimate = body(0, [clip[:, 0]] * self.num_past, states, None)
         *_, outputs = tf.while_loop(
             lambda t, *_: t < length,
             body,

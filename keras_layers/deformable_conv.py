@@ -14,7 +14,7 @@ over once the kernel is transposed from ``(O, C, kh, kw)`` to ``(kh, kw, C, O)``
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from keras_layers.initializers import fresh_initializer
 
@@ -37,8 +37,12 @@ def _check_offsets_match_inputs(offsets, inputs):
                 f"offsets must have the inputs' {name}: offsets have shape {offsets.shape}, "
                 f"inputs {inputs.shape} (one offset pair per tap at every input pixel)."
             )
-    if inputs.shape[:3].is_fully_defined() and offsets.shape[:3].is_fully_defined():
+    if all(d is not None for d in (*inputs.shape[:3], *offsets.shape[:3])):
         return offsets
+    # Unknown dimensions exist only in TensorFlow graphs (JAX and PyTorch shapes are
+    # concrete, so the static check above is complete there).
+    import tensorflow as tf
+
     check = tf.debugging.assert_equal(
         tf.shape(offsets)[:3],
         tf.shape(inputs)[:3],
@@ -46,6 +50,16 @@ def _check_offsets_match_inputs(offsets, inputs):
     )
     with tf.control_dependencies([check]):
         return tf.identity(offsets)
+
+
+def _take_rows(flat, index):
+    """``flat[index]`` along axis 0; ``index`` is never negative."""
+    if keras.config.backend() == "tensorflow":
+        # A bare GATHER: keras.ops.take adds a negative-index fix-up on every index.
+        import tensorflow as tf
+
+        return tf.gather(flat, index)
+    return ops.take(flat, index, axis=0)
 
 
 def deform_conv2d(inputs, offsets, kernel, bias=None, dilation_rate=1):
@@ -67,7 +81,8 @@ def deform_conv2d(inputs, offsets, kernel, bias=None, dilation_rate=1):
       ``w <= -1`` or ``w >= W`` therefore reads exactly 0.
 
     Implementation: for all taps and all four bilinear corners at once, the corner
-    indices are clamped into the image, gathered with one ``tf.gather`` from the image
+    indices are clamped into the image, gathered with one ``tf.gather`` (``keras.ops.take``
+    on JAX and PyTorch) from the image
     flattened to ``(B*H*W, C)``, weighted by their bilinear weight times a 0/1 validity
     mask and summed over the corners; the sampled
     ``(B*H*W, kh*kw*C)`` matrix is multiplied by the kernel reshaped to
@@ -114,11 +129,11 @@ def deform_conv2d(inputs, offsets, kernel, bias=None, dilation_rate=1):
             ``tf.debugging.assert_equal``, which the TFLite and ONNX converters drop, so
             converted models carry no ``Assert`` op.
     """
-    inputs = tf.convert_to_tensor(inputs)
-    kernel = tf.convert_to_tensor(kernel, dtype=inputs.dtype)
-    offsets = tf.convert_to_tensor(offsets)
+    inputs = ops.convert_to_tensor(inputs)
+    kernel = ops.convert_to_tensor(kernel, dtype=inputs.dtype)
+    offsets = ops.convert_to_tensor(offsets)
     d_h, d_w = _pair(dilation_rate, "dilation_rate")
-    if inputs.shape.rank != 4 or offsets.shape.rank != 4:
+    if len(inputs.shape) != 4 or len(offsets.shape) != 4:
         raise ValueError(
             f"inputs and offsets must be 4-D (B, H, W, C), got shapes {inputs.shape} and "
             f"{offsets.shape}."
@@ -138,62 +153,58 @@ def deform_conv2d(inputs, offsets, kernel, bias=None, dilation_rate=1):
             f"offsets must have 2*kh*kw = {2 * taps} channels, got shape {offsets.shape}."
         )
 
-    shape = tf.shape(inputs)
+    shape = ops.shape(inputs)
     batch, height, width = shape[0], shape[1], shape[2]
     channels = k_in if k_in is not None else shape[3]
     positions = batch * height * width
 
     # Base grid p + p_n, (B*H*W, taps) in float32.
-    rows = tf.cast(tf.range(height), tf.float32)
-    cols = tf.cast(tf.range(width), tf.float32)
-    tap_rows = tf.constant(
-        [(i - (kh - 1) / 2) * d_h for i in range(kh) for _ in range(kw)], tf.float32
+    rows = ops.cast(ops.arange(height, dtype="int32"), "float32")
+    cols = ops.cast(ops.arange(width, dtype="int32"), "float32")
+    tap_rows = ops.convert_to_tensor(
+        [(i - (kh - 1) / 2) * d_h for i in range(kh) for _ in range(kw)], "float32"
     )
-    tap_cols = tf.constant(
-        [(j - (kw - 1) / 2) * d_w for _ in range(kh) for j in range(kw)], tf.float32
+    tap_cols = ops.convert_to_tensor(
+        [(j - (kw - 1) / 2) * d_w for _ in range(kh) for j in range(kw)], "float32"
     )
-    grid_y = tf.reshape(rows, [1, -1, 1, 1]) + tf.reshape(tap_rows, [1, 1, 1, taps])
-    grid_x = tf.reshape(cols, [1, 1, -1, 1]) + tf.reshape(tap_cols, [1, 1, 1, taps])
+    grid_y = ops.reshape(rows, (1, -1, 1, 1)) + ops.reshape(tap_rows, (1, 1, 1, taps))
+    grid_x = ops.reshape(cols, (1, 1, -1, 1)) + ops.reshape(tap_cols, (1, 1, 1, taps))
 
-    off = tf.reshape(tf.cast(offsets, tf.float32), tf.stack([batch, height, width, taps, 2]))
-    sample_y = tf.reshape(grid_y + off[..., 0], tf.stack([positions, taps]))
-    sample_x = tf.reshape(grid_x + off[..., 1], tf.stack([positions, taps]))
+    off = ops.reshape(ops.cast(offsets, "float32"), (batch, height, width, taps, 2))
+    sample_y = ops.reshape(grid_y + off[..., 0], (positions, taps))
+    sample_x = ops.reshape(grid_x + off[..., 1], (positions, taps))
 
     # The four bilinear corners of every sample as a trailing (2, 2) = (row, col) grid.
-    y0 = tf.floor(sample_y)
-    x0 = tf.floor(sample_x)
+    y0 = ops.floor(sample_y)
+    x0 = ops.floor(sample_x)
     fy = (sample_y - y0)[..., None]  # (N, taps, 1): weight of the lower row y0 + 1
     fx = (sample_x - x0)[..., None]
-    corner = tf.constant([0.0, 1.0])
+    corner = ops.convert_to_tensor([0.0, 1.0], "float32")
     wy = (1.0 - corner + (2.0 * corner - 1.0) * fy)[..., :, None]  # (N, taps, 2, 1)
     wx = (1.0 - corner + (2.0 * corner - 1.0) * fx)[..., None, :]  # (N, taps, 1, 2)
-    yy = tf.cast(y0[..., None] + corner, tf.int32)[..., :, None]
-    xx = tf.cast(x0[..., None] + corner, tf.int32)[..., None, :]
+    yy = ops.cast(y0[..., None] + corner, "int32")[..., :, None]
+    xx = ops.cast(x0[..., None] + corner, "int32")[..., None, :]
     h_max = height - 1
     w_max = width - 1
     # A corner outside the image reads 0: its weight is masked, its index clamped.
-    valid_y = tf.cast(tf.logical_and(yy >= 0, yy <= h_max), tf.float32)
-    valid_x = tf.cast(tf.logical_and(xx >= 0, xx <= w_max), tf.float32)
-    weight = tf.reshape(wy * valid_y * wx * valid_x, tf.stack([positions, 4 * taps, 1]))
+    valid_y = ops.cast(ops.logical_and(yy >= 0, yy <= h_max), "float32")
+    valid_x = ops.cast(ops.logical_and(xx >= 0, xx <= w_max), "float32")
+    weight = ops.reshape(wy * valid_y * wx * valid_x, (positions, 4 * taps, 1))
 
     # Row of pixel (b, y, x) in the image flattened to (B*H*W, C).
-    base = tf.reshape(tf.range(batch) * (height * width), [-1, 1, 1, 1])
-    base = tf.reshape(
-        tf.broadcast_to(base, tf.stack([batch, height, width, 1])), tf.stack([positions, 1, 1, 1])
-    )
-    index = base + tf.clip_by_value(yy, 0, h_max) * width + tf.clip_by_value(xx, 0, w_max)
-    flat = tf.reshape(inputs, tf.stack([batch * height * width, channels]))
-    corners = tf.gather(flat, tf.reshape(index, tf.stack([positions, 4 * taps])))
-    corners = corners * tf.cast(weight, inputs.dtype)  # (N, 4*taps, C)
-    sampled = tf.reduce_sum(
-        tf.reshape(corners, tf.stack([positions, taps, 4, channels])), axis=2
-    )  # (N, taps, C)
+    base = ops.reshape(ops.arange(batch, dtype="int32") * (height * width), (-1, 1, 1, 1))
+    base = ops.reshape(ops.broadcast_to(base, (batch, height, width, 1)), (positions, 1, 1, 1))
+    index = base + ops.clip(yy, 0, h_max) * width + ops.clip(xx, 0, w_max)
+    flat = ops.reshape(inputs, (batch * height * width, channels))
+    corners = _take_rows(flat, ops.reshape(index, (positions, 4 * taps)))
+    corners = corners * ops.cast(weight, inputs.dtype)  # (N, 4*taps, C)
+    sampled = ops.sum(ops.reshape(corners, (positions, taps, 4, channels)), axis=2)  # (N, taps, C)
 
-    columns = tf.reshape(sampled, tf.stack([positions, taps * channels]))
-    out = tf.matmul(columns, tf.reshape(kernel, [taps * k_in, k_out]))
+    columns = ops.reshape(sampled, (positions, taps * channels))
+    out = ops.matmul(columns, ops.reshape(kernel, (taps * k_in, k_out)))
     if bias is not None:
-        out = out + tf.cast(bias, out.dtype)
-    return tf.reshape(out, tf.stack([batch, height, width, k_out]))
+        out = out + ops.cast(bias, out.dtype)
+    return ops.reshape(out, (batch, height, width, k_out))
 
 
 @keras.saving.register_keras_serializable(package="tfdeblur")

@@ -10,7 +10,7 @@ Reference:
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from keras_layers.initializers import fresh_initializer
 
@@ -50,7 +50,7 @@ def dynamic_filter(inputs, adaptive_kernel, kernel, bias=None):
     * ``W[p_i - p_j]`` is read in the cross-correlation convention of every deep-learning
       framework: tap ``(dy, dx)`` of ``W`` (and channel ``dy * k + dx`` of ``K``) weighs
       the neighbour at offset ``(dy - r, dx - r)``, ``r = k // 2``. With ``K = 1`` the
-      result equals ``tf.nn.conv2d(inputs, kernel, 1, "SAME") + bias``.
+      result equals ``keras.ops.conv(inputs, kernel, padding="same") + bias``.
     * Neighbours outside the image are zeros (``SAME`` zero padding).
     * ``K`` has one weight per pixel and tap shared by all input channels (PAC's
       ``K(f_i, f_j)`` is a scalar), shape ``(B, H, W, k*k)``; a kernel of shape
@@ -77,29 +77,29 @@ def dynamic_filter(inputs, adaptive_kernel, kernel, bias=None):
     Raises:
         ValueError: if the shapes of ``kernel`` or ``adaptive_kernel`` do not fit.
     """
-    inputs = tf.convert_to_tensor(inputs)
-    adaptive_kernel = tf.convert_to_tensor(adaptive_kernel, dtype=inputs.dtype)
-    kernel = tf.convert_to_tensor(kernel, dtype=inputs.dtype)
-    if inputs.shape.rank != 4 or adaptive_kernel.shape.rank != 4:
+    inputs = ops.convert_to_tensor(inputs)
+    adaptive_kernel = ops.convert_to_tensor(adaptive_kernel, dtype=inputs.dtype)
+    kernel = ops.convert_to_tensor(kernel, dtype=inputs.dtype)
+    if len(inputs.shape) != 4 or len(adaptive_kernel.shape) != 4:
         raise ValueError(
             f"inputs and adaptive_kernel must be 4-D (B, H, W, C), got shapes "
             f"{inputs.shape} and {adaptive_kernel.shape}."
         )
     k, taps, _ = _kernel_layout(kernel.shape, adaptive_kernel.shape, inputs.shape[-1])
     r = k // 2
-    padded = tf.pad(inputs, [[0, 0], [r, r], [r, r], [0, 0]])
-    weights = tf.split(adaptive_kernel, taps, axis=-1)
-    tap_filters = tf.unstack(tf.reshape(kernel, [taps, 1, 1, kernel.shape[2], kernel.shape[3]]))
+    padded = ops.pad(inputs, [[0, 0], [r, r], [r, r], [0, 0]])
+    weights = ops.split(adaptive_kernel, taps, axis=-1)
+    tap_filters = ops.reshape(kernel, (taps, 1, 1, kernel.shape[2], kernel.shape[3]))
     out = None
     for t in range(taps):
         dy, dx = divmod(t, k)
         # Window offset (dy - r, dx - r); ends counted from the far side (-(2r - dy)) keep
         # the slice bounds constant, so the graph needs no shape arithmetic for dynamic H, W.
         neighbours = padded[:, dy : (dy - 2 * r) or None, dx : (dx - 2 * r) or None, :]
-        term = tf.nn.conv2d(neighbours * weights[t], tap_filters[t], 1, "VALID")
+        term = ops.conv(neighbours * weights[t], tap_filters[t], strides=1, padding="valid")
         out = term if out is None else out + term
     if bias is not None:
-        out = out + tf.convert_to_tensor(bias, dtype=inputs.dtype)
+        out = out + ops.convert_to_tensor(bias, dtype=inputs.dtype)
     return out
 
 

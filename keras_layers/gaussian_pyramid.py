@@ -4,8 +4,8 @@ DeepDeblur (Nah et al., CVPR 2017) feeds its multi-scale network a Gaussian pyra
 blurry image and trains every scale against a Gaussian pyramid of the sharp image. The
 official PyTorch code builds both in its data loader with
 ``skimage.transform.pyramid_gaussian(img, n_scales - 1, multichannel=True)``; building
-the same pyramid with TensorFlow ops inside the model lets official weights apply
-unchanged and keeps exported models self-contained.
+the same pyramid with Keras ops inside the model lets official weights apply unchanged,
+keeps exported models self-contained and runs on TensorFlow, JAX and PyTorch.
 
 What scikit-image (0.19 - 0.26) does for one level, ``pyramid_reduce(image, 2)``:
 
@@ -15,8 +15,9 @@ What scikit-image (0.19 - 0.26) does for one level, ``pyramid_reduce(image, 2)``
    repeats the edge pixel (``d c b a | a b c d``; NumPy/TF call this ``"symmetric"``).
 2. Resize to ``ceil(H / 2) x ceil(W / 2)`` with ``order=1`` (linear) and no
    anti-aliasing: ``scipy.ndimage.zoom(grid_mode=True)`` samples output pixel ``o`` at
-   input coordinate ``(o + 0.5) * n_in / n_out - 0.5``, which is exactly TensorFlow's
-   bilinear resize with half-pixel centres. For even sizes this is the mean of each 2x2
+   input coordinate ``(o + 0.5) * n_in / n_out - 0.5``, which is exactly the bilinear
+   resize with half-pixel centres of ``tf.image.resize`` (used on TensorFlow, where H and W
+   are dynamic) and of ``keras.ops.image.resize`` (JAX, PyTorch). For even sizes this is the mean of each 2x2
    cell; for odd sizes the weights differ, as in scikit-image. The coordinates never
    leave ``[0, n_in - 1]``, so the resize's own border mode does not matter.
 
@@ -41,7 +42,7 @@ import math
 
 import keras
 import numpy as np
-import tensorflow as tf
+from keras import ops
 
 DOWNSCALE = 2
 SIGMA = 2 * DOWNSCALE / 6.0  # scikit-image's default for pyramid_reduce
@@ -65,25 +66,25 @@ def _symmetric_indices(size, pad):
     # Shifted by a multiple of the period so that the modulo only sees non-negative
     # numbers: tf2onnx lowers integer FloorMod to x - (x / y) * y with ONNX's truncating
     # integer Div, which is wrong for negative x.
-    idx = tf.range(-pad, size + pad) + 2 * size * pad
-    idx = tf.math.floormod(idx, 2 * size)
-    return tf.where(idx >= size, 2 * size - 1 - idx, idx)
+    idx = ops.arange(-pad, size + pad, dtype="int32") + 2 * size * pad
+    idx = ops.mod(idx, 2 * size)
+    return ops.where(idx >= size, 2 * size - 1 - idx, idx)
 
 
 def _smooth(image, kernel_h, kernel_w):
     """Separable Gaussian blur of ``(B, H, W, C)`` with SciPy-``reflect`` borders."""
-    shape = tf.shape(image)
-    x = tf.gather(image, _symmetric_indices(shape[1], RADIUS), axis=1)
-    x = tf.nn.depthwise_conv2d(x, kernel_h, strides=[1, 1, 1, 1], padding="VALID")
-    x = tf.gather(x, _symmetric_indices(shape[2], RADIUS), axis=2)
-    return tf.nn.depthwise_conv2d(x, kernel_w, strides=[1, 1, 1, 1], padding="VALID")
+    shape = ops.shape(image)
+    x = ops.take(image, _symmetric_indices(shape[1], RADIUS), axis=1)
+    x = ops.depthwise_conv(x, kernel_h, strides=1, padding="valid")
+    x = ops.take(x, _symmetric_indices(shape[2], RADIUS), axis=2)
+    return ops.depthwise_conv(x, kernel_w, strides=1, padding="valid")
 
 
 def _kernels(channels, dtype):
     k = gaussian_kernel_1d()
     kernel_h = np.tile(k.reshape(-1, 1, 1, 1), (1, 1, channels, 1))
     kernel_w = np.tile(k.reshape(1, -1, 1, 1), (1, 1, channels, 1))
-    return tf.constant(kernel_h, dtype=dtype), tf.constant(kernel_w, dtype=dtype)
+    return ops.convert_to_tensor(kernel_h, dtype=dtype), ops.convert_to_tensor(kernel_w, dtype=dtype)
 
 
 def pyramid_reduce(image, kernels=None):
@@ -99,11 +100,17 @@ def pyramid_reduce(image, kernels=None):
     if kernels is None:
         kernels = _kernels(image.shape[-1], image.dtype)
     smoothed = _smooth(image, *kernels)
-    shape = tf.shape(image)
-    size = tf.stack([(shape[1] + 1) // 2, (shape[2] + 1) // 2])
+    shape = ops.shape(image)
+    size = ((shape[1] + 1) // 2, (shape[2] + 1) // 2)
     # half_pixel_centers bilinear = ndimage.zoom(order=1, grid_mode=True).
-    out = tf.image.resize(smoothed, size, method="bilinear", antialias=False)
-    return tf.cast(out, image.dtype)
+    if keras.config.backend() == "tensorflow":
+        # keras.ops.image.resize wants Python ints; TensorFlow graphs have dynamic H, W.
+        import tensorflow as tf
+
+        out = tf.image.resize(smoothed, tf.stack(size), method="bilinear", antialias=False)
+    else:
+        out = ops.image.resize(smoothed, size, interpolation="bilinear", antialias=False)
+    return ops.cast(out, image.dtype)
 
 
 def edge_pad_to_multiple(image, multiple: int):
@@ -112,12 +119,16 @@ def edge_pad_to_multiple(image, multiple: int):
     DeepDeblur demo loader does before building its pyramid)."""
     if multiple == 1:
         return image
-    shape = tf.shape(image)
+    shape = ops.shape(image)
     # Padded size by floor division of positive numbers: no modulo of a negative number,
     # which tf2onnx's integer FloorMod gets wrong (see _symmetric_indices).
-    rows = tf.minimum(tf.range((shape[1] + multiple - 1) // multiple * multiple), shape[1] - 1)
-    cols = tf.minimum(tf.range((shape[2] + multiple - 1) // multiple * multiple), shape[2] - 1)
-    return tf.gather(tf.gather(image, rows, axis=1), cols, axis=2)
+    rows = ops.minimum(
+        ops.arange((shape[1] + multiple - 1) // multiple * multiple, dtype="int32"), shape[1] - 1
+    )
+    cols = ops.minimum(
+        ops.arange((shape[2] + multiple - 1) // multiple * multiple, dtype="int32"), shape[2] - 1
+    )
+    return ops.take(ops.take(image, rows, axis=1), cols, axis=2)
 
 
 def gaussian_pyramid(image, levels: int) -> list:
@@ -141,13 +152,13 @@ def gaussian_pyramid(image, levels: int) -> list:
     """
     if not isinstance(levels, int) or isinstance(levels, bool) or levels < 1:
         raise ValueError(f"levels must be a positive integer, got {levels!r}.")
-    image = tf.convert_to_tensor(image)
-    if image.shape.rank != 4 or image.shape[-1] is None:
+    image = ops.convert_to_tensor(image)
+    if len(image.shape) != 4 or image.shape[-1] is None:
         raise ValueError(
             f"image must be (B, H, W, C) with a known C, got shape {tuple(image.shape)}."
         )
-    if not image.dtype.is_floating:
-        image = tf.cast(image, tf.float32)
+    if not keras.backend.is_float_dtype(image.dtype):
+        image = ops.cast(image, "float32")
     kernels = _kernels(image.shape[-1], image.dtype)
     pyramid = [image]
     for _ in range(levels - 1):

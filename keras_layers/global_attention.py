@@ -16,16 +16,16 @@ affinity).
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from keras_layers.initializers import fresh_initializer
 
 
 def _flatten(features):
     """``(B, H, W, C)`` -> ``(B, HW, C)`` with dynamic H, W (static C kept when known)."""
-    shape = tf.shape(features)
+    shape = ops.shape(features)
     channels = features.shape[-1] if features.shape[-1] is not None else shape[3]
-    return tf.reshape(features, tf.stack([shape[0], -1, channels]))
+    return ops.reshape(features, (shape[0], -1, channels))
 
 
 def spatial_softmax(logits):
@@ -37,8 +37,8 @@ def spatial_softmax(logits):
     Returns:
         ``(B, C2, HW)`` weights; ``sum_i q_k[i] = 1`` for every k.
     """
-    logits = tf.convert_to_tensor(logits)
-    return tf.nn.softmax(tf.transpose(_flatten(logits), [0, 2, 1]), axis=-1)
+    logits = ops.convert_to_tensor(logits)
+    return ops.softmax(ops.transpose(_flatten(logits), [0, 2, 1]), axis=-1)
 
 
 def gather_descriptors(weights, values):
@@ -51,8 +51,8 @@ def gather_descriptors(weights, values):
     Returns:
         ``(B, C2, C)`` descriptors, row k = ``sum_i q_k[i] x_i``.
     """
-    values = tf.convert_to_tensor(values)
-    return tf.matmul(weights, _flatten(values))
+    values = ops.convert_to_tensor(values)
+    return ops.matmul(weights, _flatten(values))
 
 
 def distribute(selection_logits, descriptors):
@@ -69,21 +69,21 @@ def distribute(selection_logits, descriptors):
     Returns:
         ``(B, H, W, C)`` per-pixel global features.
     """
-    selection_logits = tf.convert_to_tensor(selection_logits)
-    descriptors = tf.convert_to_tensor(descriptors, dtype=selection_logits.dtype)
+    selection_logits = ops.convert_to_tensor(selection_logits)
+    descriptors = ops.convert_to_tensor(descriptors, dtype=selection_logits.dtype)
     maps = selection_logits.shape[-1]
     if maps is None or descriptors.shape[1] not in (None, maps):
         raise ValueError(
             f"selection_logits must have a known channel count C2 equal to the number of "
             f"descriptors, got shapes {selection_logits.shape} and {descriptors.shape}."
         )
-    p = tf.nn.softmax(_flatten(selection_logits), axis=-1)
-    y = tf.matmul(p, descriptors) / tf.cast(maps, selection_logits.dtype)
-    shape = tf.shape(selection_logits)
+    p = ops.softmax(_flatten(selection_logits), axis=-1)
+    y = ops.matmul(p, descriptors) / ops.cast(maps, selection_logits.dtype)
+    shape = ops.shape(selection_logits)
     channels = (
-        descriptors.shape[-1] if descriptors.shape[-1] is not None else tf.shape(descriptors)[2]
+        descriptors.shape[-1] if descriptors.shape[-1] is not None else ops.shape(descriptors)[2]
     )
-    return tf.reshape(y, tf.stack([shape[0], shape[1], shape[2], channels]))
+    return ops.reshape(y, (shape[0], shape[1], shape[2], channels))
 
 
 def global_attention(selection_logits, gather_logits, values, channel_weights):
@@ -107,30 +107,30 @@ def global_attention(selection_logits, gather_logits, values, channel_weights):
     Raises:
         ValueError: if ``P`` and ``Q`` disagree on C2 or ``M2`` on C.
     """
-    selection_logits = tf.convert_to_tensor(selection_logits)
-    gather_logits = tf.convert_to_tensor(gather_logits, dtype=selection_logits.dtype)
-    values = tf.convert_to_tensor(values, dtype=selection_logits.dtype)
-    channel_weights = tf.convert_to_tensor(channel_weights, dtype=selection_logits.dtype)
+    selection_logits = ops.convert_to_tensor(selection_logits)
+    gather_logits = ops.convert_to_tensor(gather_logits, dtype=selection_logits.dtype)
+    values = ops.convert_to_tensor(values, dtype=selection_logits.dtype)
+    channel_weights = ops.convert_to_tensor(channel_weights, dtype=selection_logits.dtype)
     if selection_logits.shape[-1] != gather_logits.shape[-1]:
         raise ValueError(
             f"selection_logits (P) and gather_logits (Q) need the same C2, got shapes "
             f"{selection_logits.shape} and {gather_logits.shape}."
         )
-    if channel_weights.shape.rank != 2 or channel_weights.shape[-1] != values.shape[-1]:
+    if len(channel_weights.shape) != 2 or channel_weights.shape[-1] != values.shape[-1]:
         raise ValueError(
             f"channel_weights (M2) must have shape (B, C) with C = values' channels, got "
             f"{channel_weights.shape} for values of shape {values.shape}."
         )
     dtype = selection_logits.dtype
-    if dtype in (tf.float16, tf.bfloat16):
+    if keras.backend.standardize_dtype(dtype) in ("float16", "bfloat16"):
         # Softmax over HW of a 720p image yields weights ~1e-6: keep them in float32.
         selection_logits, gather_logits, values, channel_weights = (
-            tf.cast(t, tf.float32)
+            ops.cast(t, "float32")
             for t in (selection_logits, gather_logits, values, channel_weights)
         )
     descriptors = gather_descriptors(spatial_softmax(gather_logits), values)  # eq. 1-2
     descriptors = descriptors * channel_weights[:, None, :]  # eq. 3
-    return tf.cast(distribute(selection_logits, descriptors), dtype)  # eq. 5-6
+    return ops.cast(distribute(selection_logits, descriptors), dtype)  # eq. 5-6
 
 
 @keras.saving.register_keras_serializable(package="tfdeblur")
@@ -218,7 +218,7 @@ class GlobalAttention(keras.layers.Layer):
             query, source = inputs
         else:
             query = source = inputs
-        pooled = tf.reduce_mean(source, axis=[1, 2], keepdims=True)
+        pooled = ops.mean(source, axis=[1, 2], keepdims=True)
         channel_weights = self.channel_conv(pooled)[:, 0, 0, :]
         return global_attention(
             self.selection_conv(query), self.gather_conv(source), source, channel_weights

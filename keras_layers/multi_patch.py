@@ -10,7 +10,6 @@ Reference:
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
 
 
 def _check_axis(axis):
@@ -39,12 +38,12 @@ class SplitPatches(keras.layers.Layer):
         self.axis = axis
 
     def call(self, inputs):
-        half = tf.shape(inputs)[self.axis] // 2
+        half = keras.ops.shape(inputs)[self.axis] // 2
         if self.axis == 1:
             first, second = inputs[:, :half], inputs[:, half:]
         else:
             first, second = inputs[:, :, :half], inputs[:, :, half:]
-        return tf.concat([first, second], axis=0)
+        return keras.ops.concatenate([first, second], axis=0)
 
     def compute_output_shape(self, input_shape):
         shape = list(input_shape)
@@ -70,8 +69,8 @@ class MergePatches(keras.layers.Layer):
         self.axis = axis
 
     def call(self, inputs):
-        first, second = tf.split(inputs, 2, axis=0)
-        return tf.concat([first, second], axis=self.axis)
+        first, second = keras.ops.split(inputs, 2, axis=0)
+        return keras.ops.concatenate([first, second], axis=self.axis)
 
     def compute_output_shape(self, input_shape):
         shape = list(input_shape)

@@ -1,4 +1,4 @@
-"""Pixel shuffle (sub-pixel convolution's rearrangement) on ``tf.nn.depth_to_space``.
+"""Pixel shuffle (sub-pixel convolution's rearrangement) on ``keras.ops.depth_to_space``.
 
 Reference:
     LCNet sec. 2.3 ("Upsampling with Pixelshuffle"); Shi et al., CVPR 2016.
@@ -7,14 +7,14 @@ Reference:
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
 
 
 @keras.saving.register_keras_serializable(package="tfdeblur")
 class PixelShuffle(keras.layers.Layer):
     """Rearranges ``(B, H, W, C*r*r)`` into ``(B, H*r, W*r, C)``.
 
-    Channel order is TensorFlow's ``depth_to_space``: output pixel ``(i, j)`` of a
+    Channel order is TensorFlow's ``depth_to_space`` (``keras.ops.depth_to_space`` on every
+    backend): output pixel ``(i, j)`` of a
     ``r x r`` cell, channel ``c`` reads input channel ``(i*r + j)*C + c``. PyTorch's
     ``nn.PixelShuffle`` reads ``c*r*r + i*r + j`` instead; importers of PyTorch weights
     permute the preceding convolution's output channels (see ``tfdeblur.weights``).
@@ -40,7 +40,7 @@ class PixelShuffle(keras.layers.Layer):
     def call(self, inputs):
         if self.upscale_factor == 1:
             return inputs
-        return tf.nn.depth_to_space(inputs, self.upscale_factor)
+        return keras.ops.depth_to_space(inputs, self.upscale_factor)
 
     def compute_output_shape(self, input_shape):
         r = self.upscale_factor

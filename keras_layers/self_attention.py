@@ -12,7 +12,7 @@ Reference:
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 from keras_layers.initializers import fresh_initializer
 
@@ -46,8 +46,9 @@ class SelfAttention2D(keras.layers.Layer):
       with ``pool = 4`` the map is ``57,600 x (80*45 = 3,600)`` = 829 MB (1.7 GB with the
       softmax output), and each query still sees the whole frame. ``pool = 1`` gives the
       dense layer; ``pool = 2`` would need 3.3 GB per copy.
-    * Max pooling uses TensorFlow's ``'same'`` padding (the missing rows and columns split
-      before/after, padding never the maximum), so any H and W works
+    * Max pooling uses ``'same'`` padding (TensorFlow's: the missing rows and columns split
+      before/after, padding never the maximum; ``keras.ops.max_pool`` computes the same
+      windows on every backend), so any H and W works
       (``M = ceil(H/pool) * ceil(W/pool)``); TFLite's MAX_POOL_2D and ONNX MaxPool
       compute the same windows.
 
@@ -98,26 +99,26 @@ class SelfAttention2D(keras.layers.Layer):
     def _pooled(self, t):
         if self.pool == 1:
             return t
-        return tf.nn.max_pool2d(t, self.pool, self.pool, padding="SAME")
+        return ops.max_pool(t, self.pool, self.pool, padding="same")
 
     def call(self, inputs):
-        shape = tf.shape(inputs)
+        shape = ops.shape(inputs)
         batch, height, width = shape[0], shape[1], shape[2]
         query = self.query_conv(inputs)
         key = self._pooled(self.key_conv(inputs))
         value = self._pooled(self.value_conv(inputs))
         inner = query.shape[-1]
-        query = tf.reshape(query, tf.stack([batch, height * width, inner]))
-        key = tf.reshape(key, tf.stack([batch, -1, inner]))
-        value = tf.reshape(value, tf.stack([batch, -1, inner]))
+        query = ops.reshape(query, (batch, height * width, inner))
+        key = ops.reshape(key, (batch, -1, inner))
+        value = ops.reshape(value, (batch, -1, inner))
         # Softmax in float32 even under mixed precision (exp of large logits overflows fp16).
-        logits = tf.matmul(tf.cast(query, tf.float32), tf.cast(key, tf.float32), transpose_b=True)
-        attention = tf.nn.softmax(logits, axis=-1)
-        attended = tf.matmul(attention, tf.cast(value, tf.float32))
-        attended = tf.reshape(
-            tf.cast(attended, inputs.dtype), tf.stack([batch, height, width, inner])
+        logits = ops.matmul(
+            ops.cast(query, "float32"), ops.swapaxes(ops.cast(key, "float32"), 1, 2)
         )
-        return inputs + tf.cast(self.gamma, inputs.dtype) * self.output_conv(attended)
+        attention = ops.softmax(logits, axis=-1)
+        attended = ops.matmul(attention, ops.cast(value, "float32"))
+        attended = ops.reshape(ops.cast(attended, inputs.dtype), (batch, height, width, inner))
+        return inputs + ops.cast(self.gamma, inputs.dtype) * self.output_conv(attended)
 
     def compute_output_shape(self, input_shape):
         return input_shape
