@@ -30,7 +30,10 @@ from export.verify import (
     load_image_pairs,
     verify,
 )
+from tfdeblur.backend import require_tensorflow
 from tfdeblur.inference import FORMATS
+
+require_tensorflow("The exporters (export)")
 
 __all__ = [
     "EXPORT_OVERRIDES_ATTR",

@@ -84,7 +84,9 @@ def _kernels(channels, dtype):
     k = gaussian_kernel_1d()
     kernel_h = np.tile(k.reshape(-1, 1, 1, 1), (1, 1, channels, 1))
     kernel_w = np.tile(k.reshape(1, -1, 1, 1), (1, 1, channels, 1))
-    return ops.convert_to_tensor(kernel_h, dtype=dtype), ops.convert_to_tensor(kernel_w, dtype=dtype)
+    return ops.convert_to_tensor(kernel_h, dtype=dtype), ops.convert_to_tensor(
+        kernel_w, dtype=dtype
+    )
 
 
 def pyramid_reduce(image, kernels=None):

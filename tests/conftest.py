@@ -1,4 +1,10 @@
-"""Shared test set-up: quiet TensorFlow, two logical CPU devices, the GOPRO samples."""
+"""Shared test set-up: quiet TensorFlow, two logical CPU devices, the GOPRO samples, and
+the ``tf_only`` marker.
+
+The layer and model tests also run under ``KERAS_BACKEND=jax`` and ``KERAS_BACKEND=torch``;
+a test marked ``@pytest.mark.tf_only`` (it traces a ``tf.function``, takes TensorFlow
+gradients or converts to TFLite / ONNX) is skipped there.
+"""
 
 import os
 import pathlib
@@ -6,15 +12,30 @@ import pathlib
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("CUDA_VISIBLE_DEVICES", "-1")
 
+import keras  # noqa: E402
 import pytest  # noqa: E402
-import tensorflow as tf  # noqa: E402
 
-# Two logical CPU devices so MirroredStrategy can be tested without a GPU. This must
-# happen before TensorFlow initialises its devices, i.e. before any test runs an op.
-_cpu = tf.config.list_physical_devices("CPU")[0]
-tf.config.set_logical_device_configuration(
-    _cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
-)
+BACKEND = keras.config.backend()
+
+if BACKEND == "tensorflow":
+    import tensorflow as tf
+
+    # Two logical CPU devices so MirroredStrategy can be tested without a GPU. This must
+    # happen before TensorFlow initialises its devices, i.e. before any test runs an op.
+    _cpu = tf.config.list_physical_devices("CPU")[0]
+    tf.config.set_logical_device_configuration(
+        _cpu, [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()]
+    )
+
+
+def pytest_collection_modifyitems(config, items):
+    if BACKEND == "tensorflow":
+        return
+    skip = pytest.mark.skip(reason=f"needs the TensorFlow backend (KERAS_BACKEND={BACKEND})")
+    for item in items:
+        if "tf_only" in item.keywords:
+            item.add_marker(skip)
+
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 GOPRO_SAMPLES = REPO.parent / "shared" / "gopro_samples"
@@ -31,6 +52,4 @@ def gopro_samples() -> pathlib.Path:
 @pytest.fixture(autouse=True)
 def _clear_keras_session():
     yield
-    import keras
-
     keras.backend.clear_session(free_memory=False)  # gc.collect() costs ~0.4 s a test

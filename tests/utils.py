@@ -27,7 +27,7 @@ def load_and_run_in_fresh_process(model_path, inputs: np.ndarray, tmp_path) -> n
         model = keras.models.load_model({str(model_path)!r}, safe_mode=True)
         y = model(np.load({str(x_path)!r}), training=False)
         y = y[0] if isinstance(y, (list, tuple)) else y
-        np.save({str(y_path)!r}, np.asarray(y))
+        np.save({str(y_path)!r}, keras.ops.convert_to_numpy(y))
         """
     )
     result = subprocess.run(
@@ -35,6 +35,14 @@ def load_and_run_in_fresh_process(model_path, inputs: np.ndarray, tmp_path) -> n
     )
     assert result.returncode == 0, result.stderr[-4000:]
     return np.load(y_path)
+
+
+def to_numpy(x) -> np.ndarray:
+    """A tensor of any Keras backend (or an array) as NumPy (``keras.ops.convert_to_numpy``:
+    ``np.asarray`` refuses PyTorch tensors that require grad)."""
+    import keras
+
+    return keras.ops.convert_to_numpy(x)
 
 
 def assert_layer_config_roundtrip(layer) -> None:

@@ -31,7 +31,10 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    from tfdeblur.backend import require_tensorflow
+
     try:
+        require_tensorflow(f"tfdeblur {args.command}")
         return int(args.func(args) or 0)
     except (FileNotFoundError, ValueError, KeyError) as err:
         # Bad input: one clear line naming the file or argument, no traceback.

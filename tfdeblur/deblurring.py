@@ -65,7 +65,10 @@ IMAGE_EXTENSIONS = READ_EXTENSIONS
 
 
 def _get_runner(model, preset=None):
+    from tfdeblur.backend import require_tensorflow
     from tfdeblur.inference import Runner, load_runner
+
+    require_tensorflow("tfdeblur.deblur")
 
     if isinstance(model, Runner):
         return model

@@ -40,6 +40,7 @@ import numpy as np
 import tensorflow as tf
 
 from tfdeblur import registry
+from tfdeblur.backend import require_tensorflow
 from tfdeblur.fileio import atomic_path
 from tfdeblur.losses import DEFAULT_PERCEPTUAL_LAYER, MULTISCALE_TERMS, DeblurLoss, bce_with_logits
 from tfdeblur.metrics import psnr, ssim
@@ -846,6 +847,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         KeyError, ValueError, FileNotFoundError: bad settings or data, before training.
         FloatingPointError: a non-finite training loss (nothing is saved for that epoch).
     """
+    require_tensorflow("Training (train.py, tfdeblur.training.train)")
     from tfdeblur import data as data_lib
 
     settings = resolve_train_settings(config)
@@ -995,6 +997,7 @@ def measure_input_pipeline(config: TrainConfig, steps: int = 20) -> dict[str, fl
         "train_images_per_s", "headroom"}``; ``headroom`` = pipeline rate / training
         rate, which must stay above 1 (with ``prefetch`` the input then costs nothing).
     """
+    require_tensorflow("tfdeblur.training.measure_input_pipeline")
     from tfdeblur import data as data_lib
 
     settings = resolve_train_settings(config)

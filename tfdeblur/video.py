@@ -47,7 +47,7 @@ from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
-from tfdeblur.data.video import natural_key
+from tfdeblur.data.pairs import natural_key
 from tfdeblur.fileio import atomic_path
 from tfdeblur.image_io import READ_EXTENSIONS, read_image, write_image
 
@@ -286,7 +286,11 @@ def stream_deblur(
     Raises:
         ValueError: frames of different sizes or not ``(H, W, 3)``; a video network from a
             ``.tflite``/``.onnx`` file, or without a ``FrameRecurrence`` layer.
+        tfdeblur.backend.BackendError: Keras runs on another backend than TensorFlow.
     """
+    from tfdeblur.backend import require_tensorflow
+
+    require_tensorflow("tfdeblur.video.stream_deblur")
     runner = _as_runner(model)
     if runner.is_video:
         yield from stream_video_model(runner.model, _checked_frames(frames))

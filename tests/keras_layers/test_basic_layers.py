@@ -5,13 +5,13 @@ import numpy as np
 import pytest
 
 from keras_layers import CropToReference, PadToMultiple, PixelShuffle, ResBlock
-from tests.utils import assert_layer_config_roundtrip
+from tests.utils import assert_layer_config_roundtrip, to_numpy
 
 
 def test_pixel_shuffle_matches_depth_to_space_definition():
     r, c = 2, 3
     x = np.arange(1 * 2 * 3 * c * r * r, dtype=np.float32).reshape(1, 2, 3, c * r * r)
-    y = np.asarray(PixelShuffle(r)(x))
+    y = to_numpy(PixelShuffle(r)(x))
     assert y.shape == (1, 4, 6, c)
     for h in range(2):
         for w in range(3):
@@ -34,10 +34,10 @@ def test_res_block_equation(activation):
     rng = np.random.default_rng(0)
     x = rng.normal(size=(1, 6, 5, 4)).astype(np.float32)
     block = ResBlock(3, activation, 0.2)
-    y = np.asarray(block(x))
-    h = np.asarray(block.conv1(x))
+    y = to_numpy(block(x))
+    h = to_numpy(block.conv1(x))
     h = np.where(h > 0, h, (0.2 if activation == "leaky_relu" else 0.0) * h)
-    np.testing.assert_allclose(y, x + np.asarray(block.conv2(h)), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(y, x + to_numpy(block.conv2(h)), rtol=1e-5, atol=1e-5)
     assert block.count_params() == 2 * (4 * 4 * 9 + 4)
     assert_layer_config_roundtrip(block)
 
@@ -45,12 +45,12 @@ def test_res_block_equation(activation):
 @pytest.mark.parametrize("h,w", [(5, 8), (8, 8), (1, 17)])
 def test_pad_and_crop_roundtrip(h, w):
     x = np.random.default_rng(0).normal(size=(2, h, w, 3)).astype(np.float32)
-    padded = np.asarray(PadToMultiple(8)(x))
+    padded = to_numpy(PadToMultiple(8)(x))
     assert padded.shape[1] % 8 == 0 and padded.shape[2] % 8 == 0
     assert padded.shape[1] - h < 8 and padded.shape[2] - w < 8
     np.testing.assert_array_equal(padded[:, :h, :w], x)
     assert not padded[:, h:].any() and not padded[:, :, w:].any()
-    np.testing.assert_array_equal(np.asarray(CropToReference()([padded, x])), x)
+    np.testing.assert_array_equal(to_numpy(CropToReference()([padded, x])), x)
 
 
 def test_pad_in_functional_model_with_dynamic_shape():

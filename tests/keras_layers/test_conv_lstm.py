@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from keras_layers import ConvLSTMCell2D, FrameRecurrence
-from tests.utils import assert_layer_config_roundtrip
+from tests.utils import assert_layer_config_roundtrip, to_numpy
 
 
 def _sigmoid(z):
@@ -22,7 +22,7 @@ def test_one_step_equals_keras_convlstm2d():
     cell([x, h, c])
     for w in cell.weights:
         w.assign(rng.normal(scale=0.3, size=w.shape).astype(np.float32))
-    h_new, c_new = (np.asarray(t) for t in cell([x, h, c]))
+    h_new, c_new = (to_numpy(t) for t in cell([x, h, c]))
 
     reference = keras.layers.ConvLSTM2D(6, 3, padding="same", return_state=True)
     reference(x[:, None], initial_state=[h, c])
@@ -34,8 +34,8 @@ def test_one_step_equals_keras_convlstm2d():
         ]
     )
     _, h_ref, c_ref = reference(x[:, None], initial_state=[h, c])
-    np.testing.assert_allclose(h_new, np.asarray(h_ref), rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(c_new, np.asarray(c_ref), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(h_new, to_numpy(h_ref), rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(c_new, to_numpy(c_ref), rtol=1e-5, atol=1e-5)
 
     # The gate equations written out, with 1x1 convolutions = matrix products.
     cell1 = ConvLSTMCell2D(6, kernel_size=1)
@@ -49,8 +49,8 @@ def test_one_step_equals_keras_convlstm2d():
     c_expected = _sigmoid(f) * c + _sigmoid(i) * np.tanh(g)
     h_expected = _sigmoid(o) * np.tanh(c_expected)
     h1, c1 = cell1([x, h, c])
-    np.testing.assert_allclose(np.asarray(c1), c_expected, rtol=1e-5, atol=1e-5)
-    np.testing.assert_allclose(np.asarray(h1), h_expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(c1), c_expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(h1), h_expected, rtol=1e-5, atol=1e-5)
 
 
 def test_parameters_forget_bias_and_config():
@@ -87,24 +87,25 @@ def naive_recurrence(step, clip):
     for t in range(length):
         future = [clip[:, min(t + k, length - 1)] for k in (1, 2)]
         estimate, h = step([np.concatenate(past + [clip[:, t]] + future, -1), h])
-        estimate, h = np.asarray(estimate), np.asarray(h)
+        estimate, h = to_numpy(estimate), to_numpy(h)
         past = [past[1], estimate]
         outputs.append(estimate)
     return np.stack(outputs, axis=1)
 
 
+@pytest.mark.tf_only
 def test_frame_recurrence_rules_static_and_dynamic_length():
     step = _toy_step()
     layer = FrameRecurrence(step, num_past=2, num_future=2, state_downsampling=2)
     clip = np.random.default_rng(2).normal(size=(2, 4, 6, 8, 1)).astype(np.float32)
     expected = naive_recurrence(step, clip)
-    np.testing.assert_allclose(np.asarray(layer(clip)), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(layer(clip)), expected, rtol=1e-5, atol=1e-5)
     # Unknown T: the tf.while_loop path gives the same numbers.
     dynamic = tf.function(layer, input_signature=[tf.TensorSpec([None, None, None, None, 1])])
-    np.testing.assert_allclose(np.asarray(dynamic(clip)), expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(dynamic(clip)), expected, rtol=1e-5, atol=1e-5)
     # A one-frame clip: every neighbour is the frame itself.
     np.testing.assert_allclose(
-        np.asarray(layer(clip[:, :1])), naive_recurrence(step, clip[:, :1]), rtol=1e-5, atol=1e-5
+        to_numpy(layer(clip[:, :1])), naive_recurrence(step, clip[:, :1]), rtol=1e-5, atol=1e-5
     )
 
 
@@ -118,6 +119,7 @@ def test_frame_recurrence_validates_and_roundtrips():
     assert clone.state_channels == [2] and clone.num_future == 2
 
 
+@pytest.mark.tf_only
 @pytest.mark.slow
 def test_frame_recurrence_converts_to_tflite_with_dynamic_length():
     # Unknown T, H, W: the while loop must convert to builtin ops and give T frames under

@@ -7,7 +7,7 @@ import pytest
 import tensorflow as tf
 
 from keras_layers import DRM, DeformableConv2D, deform_conv2d
-from tests.utils import assert_converts_to_tflite_and_onnx, assert_layer_config_roundtrip
+from tests.utils import assert_converts_to_tflite_and_onnx, assert_layer_config_roundtrip, to_numpy
 
 
 def torchvision_bilinear(img, h, w):
@@ -57,8 +57,8 @@ def test_zero_offsets_is_plain_same_convolution():
     x = _random((2, 7, 9, 4), 0)
     kernel = _random((3, 3, 4, 5), 1)
     bias = _random((5,), 2)
-    got = np.asarray(deform_conv2d(x, np.zeros((2, 7, 9, 18), np.float32), kernel, bias))
-    expected = np.asarray(tf.nn.conv2d(x, kernel, 1, "SAME")) + bias
+    got = to_numpy(deform_conv2d(x, np.zeros((2, 7, 9, 18), np.float32), kernel, bias))
+    expected = to_numpy(tf.nn.conv2d(x, kernel, 1, "SAME")) + bias
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -69,7 +69,7 @@ def test_integer_offsets_shift_the_taps():
     kernel = _random((3, 3, 3, 2), 4)
     rng = np.random.default_rng(5)
     offsets = rng.integers(-2, 3, size=(1, 6, 8, 18)).astype(np.float32)
-    got = np.asarray(deform_conv2d(x, offsets, kernel))
+    got = to_numpy(deform_conv2d(x, offsets, kernel))
     np.testing.assert_allclose(got, naive_deform_conv(x, offsets, kernel), rtol=1e-5, atol=1e-5)
 
     uniform = np.zeros((1, 6, 8, 18), np.float32)
@@ -77,8 +77,8 @@ def test_integer_offsets_shift_the_taps():
     # Output (y, x) reads x[y + i - 1 + 1, x + j - 1 - 2] for tap (i, j), zero outside:
     # a VALID convolution of the zero-padded image, window moved by (+1, -2).
     padded = np.pad(x, ((0, 0), (3, 3), (3, 3), (0, 0)))
-    expected = np.asarray(tf.nn.conv2d(padded[:, 3 : 3 + 6 + 2, 0 : 8 + 2], kernel, 1, "VALID"))
-    got = np.asarray(deform_conv2d(x, uniform, kernel))
+    expected = to_numpy(tf.nn.conv2d(padded[:, 3 : 3 + 6 + 2, 0 : 8 + 2], kernel, 1, "VALID"))
+    got = to_numpy(deform_conv2d(x, uniform, kernel))
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -88,7 +88,7 @@ def test_fractional_offsets_match_naive_reference(dilation):
     kernel = _random((3, 3, 3, 4), 7)
     bias = _random((4,), 8)
     offsets = _random((2, 7, 6, 18), 9, scale=1.5)
-    got = np.asarray(deform_conv2d(x, offsets, kernel, bias, dilation_rate=dilation))
+    got = to_numpy(deform_conv2d(x, offsets, kernel, bias, dilation_rate=dilation))
     expected = naive_deform_conv(x, offsets, kernel, bias, dilation)
     np.testing.assert_allclose(got, expected, rtol=1e-4, atol=1e-4)
 
@@ -103,22 +103,23 @@ def test_float16_inputs_match_naive_reference():
     got = deform_conv2d(
         x.astype(np.float16), offsets.astype(np.float16), kernel.astype(np.float16), bias
     )
-    assert got.dtype == tf.float16
+    assert keras.backend.standardize_dtype(got.dtype) == "float16"
     expected = naive_deform_conv(x, offsets, kernel, bias)
-    np.testing.assert_allclose(np.asarray(got, np.float64), expected, rtol=1e-2, atol=2e-2)
+    np.testing.assert_allclose(to_numpy(got).astype(np.float64), expected, rtol=1e-2, atol=2e-2)
     # Far from the origin a float16 position would round (float16 steps are 0.25 at 300):
     # the op keeps positions in float32, so a 0.3-pixel offset on a wide map is exact.
     wide = _random((1, 1, 320, 2), 34)
     shift = np.zeros((1, 1, 320, 2), np.float32)  # 1x1 kernel: one tap
     shift[..., 1] = 0.3
     one_tap = _random((1, 1, 2, 1), 35)
-    got = np.asarray(
-        deform_conv2d(wide.astype(np.float16), shift, one_tap.astype(np.float16)), np.float64
-    )
+    got = to_numpy(
+        deform_conv2d(wide.astype(np.float16), shift, one_tap.astype(np.float16))
+    ).astype(np.float64)
     expected = naive_deform_conv(wide, shift, one_tap)
     np.testing.assert_allclose(got, expected, rtol=1e-2, atol=2e-2)
 
 
+@pytest.mark.tf_only
 def test_offsets_of_another_size_are_rejected():
     x = np.zeros((2, 5, 6, 2), np.float32)
     kernel = np.zeros((3, 3, 2, 1), np.float32)
@@ -145,14 +146,14 @@ def test_samples_outside_the_image_read_zero():
     far = np.full((1, 5, 5, 18), 50.0, np.float32)
     bias = np.array([0.5, -1.0, 2.0], np.float32)
     np.testing.assert_array_equal(
-        np.asarray(deform_conv2d(x, far, kernel, bias)), np.broadcast_to(bias, (1, 5, 5, 3))
+        to_numpy(deform_conv2d(x, far, kernel, bias)), np.broadcast_to(bias, (1, 5, 5, 3))
     )
     # Straddling the border: points in (-1, 0) and (H-1, H) keep their in-image corners
     # only; points at exactly -1 or H read 0. Torchvision's rule, checked pixel by pixel.
     offsets = np.random.default_rng(12).choice(
         np.array([-5.5, -4.25, -1.0, -0.5, 0.3, 4.0, 4.6, 5.0], np.float32), size=(1, 5, 5, 18)
     )
-    got = np.asarray(deform_conv2d(x, offsets, kernel))
+    got = to_numpy(deform_conv2d(x, offsets, kernel))
     np.testing.assert_allclose(got, naive_deform_conv(x, offsets, kernel), rtol=1e-5, atol=1e-5)
 
 
@@ -162,15 +163,13 @@ def test_rectangular_kernel_and_torchvision_offset_layout():
     kernel = _random((1, 3, 2, 1), 14)
     offsets = np.zeros((1, 4, 5, 6), np.float32)
     offsets[..., 2] = 1.0  # middle tap one row down
-    got = np.asarray(deform_conv2d(x, offsets, kernel))
+    got = to_numpy(deform_conv2d(x, offsets, kernel))
     np.testing.assert_allclose(got, naive_deform_conv(x, offsets, kernel), rtol=1e-5, atol=1e-5)
     below = np.zeros_like(x)
     below[:, :-1] = x[:, 1:]
-    expected = np.asarray(
+    expected = to_numpy(
         tf.nn.conv2d(x, kernel * np.array([1, 0, 1])[None, :, None, None], 1, "SAME")
-    ) + np.asarray(
-        tf.nn.conv2d(below, kernel * np.array([0, 1, 0])[None, :, None, None], 1, "SAME")
-    )
+    ) + to_numpy(tf.nn.conv2d(below, kernel * np.array([0, 1, 0])[None, :, None, None], 1, "SAME"))
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
@@ -193,13 +192,14 @@ def test_rejects_bad_arguments():
             DeformableConv2D(4, dilation_rate=bad)
 
 
+@pytest.mark.tf_only
 def test_gradients_reach_the_offsets():
     x = _random((1, 6, 6, 2), 15)
     kernel = tf.constant(_random((3, 3, 2, 2), 16))
     offsets = tf.Variable(_random((1, 6, 6, 18), 17, scale=0.7))
     with tf.GradientTape() as tape:
         loss = tf.reduce_sum(deform_conv2d(x, offsets, kernel) ** 2)
-    grad = tape.gradient(loss, offsets).numpy()
+    grad = to_numpy(tape.gradient(loss, offsets))
     # Central finite difference on one offset (away from integer positions).
     eps, idx = 1e-2, (0, 2, 3, 5)
     plus, minus = offsets.numpy(), offsets.numpy()
@@ -215,18 +215,18 @@ def test_gradients_reach_the_offsets():
 def test_layer_starts_as_plain_convolution_and_uses_its_offsets():
     x = _random((2, 8, 7, 3), 18)
     layer = DeformableConv2D(4, dilation_rate=1)
-    y = np.asarray(layer(x))
+    y = to_numpy(layer(x))
     assert layer.offset_conv.count_params() == 3 * 18 * 9 + 18
     assert layer.count_params() == (3 * 18 * 9 + 18) + (3 * 4 * 9 + 4)
     np.testing.assert_array_equal(layer.offset_conv.kernel.numpy(), 0.0)
-    expected = np.asarray(tf.nn.conv2d(x, layer.kernel, 1, "SAME")) + layer.bias.numpy()
+    expected = to_numpy(tf.nn.conv2d(x, layer.kernel, 1, "SAME")) + layer.bias.numpy()
     np.testing.assert_allclose(y, expected, rtol=1e-5, atol=1e-5)
     # With trained offset weights the layer is deform_conv2d on its offset conv's output.
     for w in layer.offset_conv.weights:
         w.assign(_random(w.shape, 19, scale=0.3))
-    offsets = np.asarray(layer.offset_conv(x))
+    offsets = to_numpy(layer.offset_conv(x))
     naive = naive_deform_conv(x, offsets, layer.kernel.numpy(), layer.bias.numpy())
-    np.testing.assert_allclose(np.asarray(layer(x)), naive, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(to_numpy(layer(x)), naive, rtol=1e-4, atol=1e-4)
 
 
 def test_drm_is_residual_deformable_block():
@@ -235,12 +235,12 @@ def test_drm_is_residual_deformable_block():
     block(x)
     for w in block.deform.offset_conv.weights:
         w.assign(_random(w.shape, 21, scale=0.3))
-    features = np.maximum(np.asarray(block.conv(x)), 0.0)
-    offsets = np.asarray(block.deform.offset_conv(features))
+    features = np.maximum(to_numpy(block.conv(x)), 0.0)
+    offsets = to_numpy(block.deform.offset_conv(features))
     expected = x + naive_deform_conv(
         features, offsets, block.deform.kernel.numpy(), block.deform.bias.numpy()
     )
-    np.testing.assert_allclose(np.asarray(block(x)), expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(to_numpy(block(x)), expected, rtol=1e-4, atol=1e-4)
     # A ResBlock (2 convs) plus the offset conv of 2k^2 channels.
     assert block.count_params() == 2 * (4 * 4 * 9 + 4) + (4 * 18 * 9 + 18)
 
@@ -256,6 +256,7 @@ def test_config_roundtrip_and_dynamic_shapes():
         assert model(np.zeros((2, h, w, 3), np.float32)).shape == (2, h, w, 3)
 
 
+@pytest.mark.tf_only
 @pytest.mark.slow
 def test_converts_to_tflite_builtins_and_onnx_with_dynamic_size():
     inputs = keras.Input((None, None, 4))

@@ -6,7 +6,7 @@ import pytest
 from skimage.transform import pyramid_gaussian
 
 from keras_layers import GaussianPyramid, gaussian_pyramid
-from tests.utils import assert_layer_config_roundtrip
+from tests.utils import assert_layer_config_roundtrip, to_numpy
 
 
 def skimage_pyramid(image, levels):
@@ -20,7 +20,7 @@ def skimage_pyramid(image, levels):
 def test_matches_skimage_including_odd_sizes(h, w):
     x = np.random.default_rng(h * 100 + w).uniform(size=(2, h, w, 3)).astype(np.float32)
     levels = 4
-    ours = [np.asarray(level) for level in gaussian_pyramid(x, levels)]
+    ours = [to_numpy(level) for level in gaussian_pyramid(x, levels)]
     assert len(ours) == levels
     for b in range(2):
         reference = skimage_pyramid(x[b].astype(np.float64), levels)
@@ -36,14 +36,14 @@ def test_values_in_0_255_as_the_official_loader():
     x = np.random.default_rng(7).integers(0, 256, size=(1, 20, 28, 3)).astype(np.float32)
     reference = list(pyramid_gaussian(x[0], 2, channel_axis=-1))
     for got, want in zip(gaussian_pyramid(x, 3), reference, strict=True):
-        np.testing.assert_allclose(np.asarray(got)[0], want, rtol=0, atol=2e-4)
+        np.testing.assert_allclose(to_numpy(got)[0], want, rtol=0, atol=2e-4)
 
 
 def test_smaller_than_the_filter_reflects_like_scipy():
     # 2 x 2 and 1 x 3 images are smaller than the 7-tap kernel's radius-3 extension.
     for shape in [(2, 2), (1, 3)]:
         x = np.random.default_rng(1).uniform(size=(1, *shape, 2)).astype(np.float32)
-        got = np.asarray(gaussian_pyramid(x, 2)[1])[0]
+        got = to_numpy(gaussian_pyramid(x, 2)[1])[0]
         want = skimage_pyramid(x[0].astype(np.float64), 2)[1]
         np.testing.assert_allclose(got, want, atol=2e-6)
 
@@ -54,7 +54,7 @@ def test_layer_edge_pads_like_the_official_demo_loader():
     x = np.random.default_rng(2).uniform(size=(1, 21, 30, 3)).astype(np.float32)
     inputs = keras.Input((None, None, 3))
     model = keras.Model(inputs, GaussianPyramid(3, pad_to_multiple=4)(inputs))
-    ours = [np.asarray(level) for level in model(x)]
+    ours = [to_numpy(level) for level in model(x)]
     padded = np.pad(x[0], ((0, 3), (0, 2), (0, 0)), mode="edge").astype(np.float64)
     reference = skimage_pyramid(padded, 3)
     assert [o.shape[1:3] for o in ours] == [(24, 32), (12, 16), (6, 8)]
@@ -96,6 +96,7 @@ def serving_function(model):
     return tf.function(lambda x: model(x), input_signature=[spec]), spec
 
 
+@pytest.mark.tf_only
 @pytest.mark.parametrize("pad_to_multiple", [1, 4])
 def test_tflite_builtins_with_dynamic_size(pad_to_multiple):
     import tensorflow as tf
@@ -118,9 +119,10 @@ def test_tflite_builtins_with_dynamic_size(pad_to_multiple):
         interpreter.set_tensor(detail["index"], x)
         interpreter.invoke()
         y = interpreter.get_tensor(interpreter.get_output_details()[0]["index"])
-        np.testing.assert_allclose(y, np.asarray(model(x)), atol=1e-6)
+        np.testing.assert_allclose(y, to_numpy(model(x)), atol=1e-6)
 
 
+@pytest.mark.tf_only
 @pytest.mark.parametrize("pad_to_multiple", [1, 4])
 def test_onnx_with_dynamic_size(pad_to_multiple):
     # Regression: tf2onnx lowers integer FloorMod with a truncating Div, which once made
@@ -134,4 +136,4 @@ def test_onnx_with_dynamic_size(pad_to_multiple):
     for shape in [(1, 21, 30, 3), (2, 3, 2, 3)]:
         x = np.random.default_rng(shape[1]).uniform(size=shape).astype(np.float32)
         y = session.run(None, {session.get_inputs()[0].name: x})[0]
-        np.testing.assert_allclose(y, np.asarray(model(x)), atol=1e-6)
+        np.testing.assert_allclose(y, to_numpy(model(x)), atol=1e-6)

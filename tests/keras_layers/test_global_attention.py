@@ -7,7 +7,7 @@ import tensorflow as tf
 
 from keras_layers import GlobalAttention, global_attention
 from keras_layers.global_attention import distribute, gather_descriptors, spatial_softmax
-from tests.utils import assert_layer_config_roundtrip
+from tests.utils import assert_layer_config_roundtrip, to_numpy
 
 
 def np_softmax(v):
@@ -56,13 +56,15 @@ def naive_global_attention(p_logits, q_logits, x, m2):
     return naive_distribute(p_logits, descriptors)
 
 
+@pytest.mark.tf_only
 def test_spatial_softmax_is_a_softmax_over_hw_per_map():
     q = np.random.default_rng(0).normal(size=(2, 3, 5, 4)) * 3
-    got = spatial_softmax(q).numpy()
+    got = to_numpy(spatial_softmax(q))
     np.testing.assert_allclose(got, naive_spatial_softmax(q), atol=1e-12)
     np.testing.assert_allclose(got.sum(-1), 1.0, atol=1e-12)
 
 
+@pytest.mark.tf_only
 def test_gather_is_global_sum_pooling_of_weighted_features():
     rng = np.random.default_rng(1)
     q = naive_spatial_softmax(rng.normal(size=(2, 3, 4, 5)))
@@ -70,6 +72,7 @@ def test_gather_is_global_sum_pooling_of_weighted_features():
     np.testing.assert_allclose(gather_descriptors(q, x), naive_gather(q, x), atol=1e-12)
 
 
+@pytest.mark.tf_only
 def test_distribute_is_per_pixel_softmax_over_maps_then_average():
     rng = np.random.default_rng(2)
     p_logits = rng.normal(size=(2, 4, 3, 5)) * 2
@@ -79,6 +82,7 @@ def test_distribute_is_per_pixel_softmax_over_maps_then_average():
     )
 
 
+@pytest.mark.tf_only
 @pytest.mark.parametrize("query_hw,source_hw", [((4, 5), (4, 5)), ((6, 3), (2, 7))])
 def test_global_attention_matches_reference_self_and_cross(query_hw, source_hw):
     rng = np.random.default_rng(query_hw[0] * 10 + source_hw[1])
@@ -87,11 +91,12 @@ def test_global_attention_matches_reference_self_and_cross(query_hw, source_hw):
     q_logits = rng.normal(size=(2, *source_hw, c2))
     x = rng.normal(size=(2, *source_hw, c))
     m2 = rng.normal(size=(2, c))
-    got = global_attention(p_logits, q_logits, x, m2).numpy()
+    got = to_numpy(global_attention(p_logits, q_logits, x, m2))
     assert got.shape == (2, *query_hw, c)
     np.testing.assert_allclose(got, naive_global_attention(p_logits, q_logits, x, m2), atol=1e-12)
 
 
+@pytest.mark.tf_only
 def test_gradient_matches_finite_differences():
     rng = np.random.default_rng(3)
     args = [
@@ -118,7 +123,7 @@ def test_self_attention_layer_is_eq_1_to_6_of_its_convolutions():
         expected = naive_global_attention(
             conv1x1(layer.selection_conv, x), conv1x1(layer.gather_conv, x), x, m2
         )
-        np.testing.assert_allclose(model(x), expected, rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(to_numpy(model(x)), expected, rtol=1e-4, atol=1e-5)
     # f_p, f_q: 3 -> 4 maps; f_M2: 3 -> 3 channels.
     assert layer.count_params() == 2 * (3 * 4 + 4) + (3 * 3 + 3)
 
@@ -130,7 +135,7 @@ def test_cross_attention_takes_query_pixels_and_source_features():
     rng = np.random.default_rng(5)
     query = rng.normal(size=(2, 5, 4, 2)).astype(np.float32)
     source = rng.normal(size=(2, 3, 6, 4)).astype(np.float32)
-    got = model([query, source]).numpy()
+    got = to_numpy(model([query, source]))
     assert got.shape == (2, 5, 4, 4)  # query's H, W; source's channels
     m2 = conv1x1(layer.channel_conv, source.mean(axis=(1, 2)))
     expected = naive_global_attention(

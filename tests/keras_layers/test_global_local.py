@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from keras_layers import GlobalLocalModule, GlobalLocalResBlock, MergePatches, SplitPatches
-from tests.utils import assert_converts_to_tflite_and_onnx, assert_layer_config_roundtrip
+from tests.utils import assert_converts_to_tflite_and_onnx, assert_layer_config_roundtrip, to_numpy
 
 
 def softmax(v, axis):
@@ -31,7 +31,7 @@ def np_attention(layer, query, source):
 
 def np_dynamic(layer, x):
     """Eq. (7) in NumPy with the layer's generated kernel K and filter W."""
-    adaptive = layer.adaptive_kernel(x.astype(np.float32)).numpy()
+    adaptive = to_numpy(layer.adaptive_kernel(x.astype(np.float32)))
     kernel, bias = layer.kernel.numpy(), layer.bias.numpy()
     k = kernel.shape[0]
     r = k // 2
@@ -62,7 +62,7 @@ def test_module_is_sum_of_global_and_local_branches():
     module(x)
     randomise_meta_kernel(module.dynamic, rng)
     expected = np_attention(module.self_attention, x, x) + np_dynamic(module.dynamic, x)
-    np.testing.assert_allclose(module(x), expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(to_numpy(module(x)), expected, rtol=1e-4, atol=1e-4)
 
 
 def test_decoder_module_adds_cross_attention_to_encoder_features():
@@ -80,7 +80,7 @@ def test_decoder_module_adds_cross_attention_to_encoder_features():
         + np_attention(module.cross, x, source)
         + np_dynamic(module.dynamic, x)
     )
-    np.testing.assert_allclose(model([x, source]), expected, rtol=1e-4, atol=1e-4)
+    np.testing.assert_allclose(to_numpy(model([x, source])), expected, rtol=1e-4, atol=1e-4)
 
 
 @pytest.mark.parametrize("cross", [False, True])
@@ -93,11 +93,11 @@ def test_residual_block_is_conv_module_conv_plus_identity(cross):
     source = rng.normal(size=(1, 3, 4, 4)).astype(np.float32)
     block([x, source] if cross else x)  # builds the weights
     randomise_meta_kernel(block.global_local.dynamic, rng)
-    y = block([x, source] if cross else x).numpy()
+    y = to_numpy(block([x, source] if cross else x))
 
     def conv3x3(layer, t):
         kernel, bias = layer.get_weights()
-        return tf.nn.conv2d(t.astype(np.float32), kernel, 1, "SAME").numpy() + bias
+        return to_numpy(tf.nn.conv2d(t.astype(np.float32), kernel, 1, "SAME")) + bias
 
     h = np.maximum(conv3x3(block.conv1, x), 0.0)
     module = block.global_local
@@ -109,8 +109,8 @@ def test_residual_block_is_conv_module_conv_plus_identity(cross):
 
 def test_split_and_merge_patches_cut_dmphn_quarters():
     x = np.arange(2 * 4 * 6 * 1, dtype=np.float32).reshape(2, 4, 6, 1)
-    halves = SplitPatches(1)(x).numpy()
-    quarters = SplitPatches(2)(halves).numpy()
+    halves = to_numpy(SplitPatches(1)(x))
+    quarters = to_numpy(SplitPatches(2)(halves))
     assert quarters.shape == (8, 2, 3, 1)
     top, bottom = x[:, :2], x[:, 2:]
     expected = np.concatenate([top[:, :, :3], bottom[:, :, :3], top[:, :, 3:], bottom[:, :, 3:]])
@@ -160,6 +160,7 @@ def test_configs_roundtrip_and_errors():
         )
 
 
+@pytest.mark.tf_only
 @pytest.mark.slow
 def test_blocks_convert_to_tflite_builtins_and_onnx_with_dynamic_size():
     # An encoder block (self-attention) feeding a decoder block (self + cross attention

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from keras_layers import SelfAttention2D
-from tests.utils import assert_layer_config_roundtrip
+from tests.utils import assert_layer_config_roundtrip, to_numpy
 
 
 def conv1x1(x, layer):
@@ -59,14 +59,14 @@ def test_matches_direct_evaluation(pool, h, w):
     layer(x)
     layer.gamma.assign(0.7)
     np.testing.assert_allclose(
-        np.asarray(layer(x)), naive_self_attention(x, layer), rtol=1e-4, atol=1e-4
+        to_numpy(layer(x)), naive_self_attention(x, layer), rtol=1e-4, atol=1e-4
     )
 
 
 def test_starts_as_identity_and_counts_sagan_parameters():
     x = np.random.default_rng(0).normal(size=(1, 6, 7, 128)).astype(np.float32)
     layer = SelfAttention2D()  # reduction 8, pool 4
-    np.testing.assert_array_equal(np.asarray(layer(x)), x)  # gamma = 0
+    np.testing.assert_array_equal(to_numpy(layer(x)), x)  # gamma = 0
     # q, k, v: 128 -> 16 (1x1 + bias); output 16 -> 128; gamma.
     assert layer.count_params() == 3 * (128 * 16 + 16) + (16 * 128 + 128) + 1 == 8_369
 
@@ -83,7 +83,7 @@ def test_attention_is_non_local():
     layer.gamma.assign(1.0)
     x2 = x.copy()
     x2[0, :4, :4] += 5.0
-    delta = np.abs(np.asarray(layer(x2)) - np.asarray(layer(x)))[0, -1, -1]
+    delta = np.abs(to_numpy(layer(x2)) - to_numpy(layer(x)))[0, -1, -1]
     assert delta.max() > 1e-4
 
 

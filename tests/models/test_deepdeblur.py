@@ -30,7 +30,7 @@ import numpy as np
 import pytest
 
 import tfdeblur
-from tests.utils import load_and_run_in_fresh_process
+from tests.utils import load_and_run_in_fresh_process, to_numpy
 from tfdeblur.weights import load_deepdeblur_torch
 
 REFERENCE = pathlib.Path(__file__).resolve().parents[1] / "data_files" / "deepdeblur_reference.npz"
@@ -63,7 +63,7 @@ def test_paper_preset_parameter_count_and_one_small_run():
     model = tfdeblur.build_model("deepdeblur")
     assert model.count_params() == deepdeblur_param_count(3, 19, 64, 5) == 11_721_321
     x = np.random.default_rng(0).uniform(size=(1, 13, 18, 3)).astype(np.float32)
-    y = np.asarray(model(x))
+    y = to_numpy(model(x))
     assert y.shape == x.shape and np.isfinite(y).all()
 
 
@@ -95,7 +95,7 @@ def test_equals_official_pytorch_network_at_every_scale(reference):
     assert len(outputs) == n_scales
     for k, output in enumerate(outputs):
         official = data[f"output_{k}"]
-        got = np.asarray(output) * 255.0  # the model's [0, 1] units -> official [0, 255]
+        got = to_numpy(output) * 255.0  # the model's [0, 1] units -> official [0, 255]
         assert got.shape == official.shape
         np.testing.assert_allclose(got, official, rtol=0, atol=1e-2, err_msg=f"scale {k}")
 
@@ -104,7 +104,7 @@ def test_odd_size_equals_official_demo_padding(reference):
     # The official demo mode edge-pads 21 x 30 to 24 x 32 and crops the output back.
     data, state_dict = reference
     model = load_deepdeblur_torch(state_dict)
-    got = np.asarray(model(data["odd_input"].astype(np.float32) / 255.0)) * 255.0
+    got = to_numpy(model(data["odd_input"].astype(np.float32) / 255.0)) * 255.0
     assert got.shape == data["odd_output_0"].shape == (1, 21, 30, 3)
     np.testing.assert_allclose(got, data["odd_output_0"], rtol=0, atol=1e-2)
 
@@ -113,10 +113,10 @@ def test_odd_size_equals_official_demo_padding(reference):
 def test_any_input_size_equals_padded_then_cropped_computation(h, w):
     model = tfdeblur.build_model("deepdeblur", "tiny")
     x = np.random.default_rng(h * w).uniform(size=(1, h, w, 3)).astype(np.float32)
-    y = np.asarray(model(x))
+    y = to_numpy(model(x))
     assert y.shape == x.shape
     padded = np.pad(x, ((0, 0), (0, -h % 4), (0, -w % 4), (0, 0)), mode="edge")
-    np.testing.assert_allclose(np.asarray(model(padded))[:, :h, :w], y, rtol=0, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(model(padded))[:, :h, :w], y, rtol=0, atol=1e-5)
 
 
 def test_multi_scale_outputs_shapes_and_finest_equals_inference_form():
@@ -127,7 +127,7 @@ def test_multi_scale_outputs_shapes_and_finest_equals_inference_form():
     outputs = train_form(x)
     assert isinstance(outputs, list)
     assert [tuple(o.shape) for o in outputs] == [(2, 32, 48, 3), (2, 16, 24, 3), (2, 8, 12, 3)]
-    np.testing.assert_array_equal(np.asarray(outputs[0]), np.asarray(inference(x)))
+    np.testing.assert_array_equal(to_numpy(outputs[0]), to_numpy(inference(x)))
 
 
 def test_zero_network_returns_mid_grey_in_unit_range():
@@ -137,7 +137,7 @@ def test_zero_network_returns_mid_grey_in_unit_range():
     model.set_weights([np.zeros_like(w) for w in model.get_weights()])
     x = np.random.default_rng(6).uniform(size=(1, 16, 16, 3)).astype(np.float32)
     for output in model(x):
-        np.testing.assert_allclose(np.asarray(output), 0.5, atol=1e-7)
+        np.testing.assert_allclose(to_numpy(output), 0.5, atol=1e-7)
 
 
 def test_save_and_load_in_fresh_process_reproduces_output(tmp_path, reference):
@@ -147,7 +147,7 @@ def test_save_and_load_in_fresh_process_reproduces_output(tmp_path, reference):
     path = tmp_path / "deepdeblur.keras"
     model.save(path)
     fresh = load_and_run_in_fresh_process(path, x, tmp_path)
-    np.testing.assert_array_equal(fresh, np.asarray(model(x)))
+    np.testing.assert_array_equal(fresh, to_numpy(model(x)))
 
 
 def test_builder_validates_arguments():

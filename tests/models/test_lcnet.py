@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import tfdeblur
-from tests.utils import load_and_run_in_fresh_process
+from tests.utils import load_and_run_in_fresh_process, to_numpy
 
 
 def conv_params(cin, cout, k=3):
@@ -37,12 +37,12 @@ def test_paper_preset_parameter_count_and_size():
 def test_any_input_size_equals_padded_computation(h, w):
     model = tfdeblur.build_model("lcnet", preset="tiny")
     x = np.random.default_rng(h * w).uniform(size=(1, h, w, 3)).astype(np.float32)
-    y = np.asarray(model(x))
+    y = to_numpy(model(x))
     assert y.shape == x.shape
     ph, pw = -(-h // 8) * 8, -(-w // 8) * 8
     padded = np.zeros((1, ph, pw, 3), np.float32)
     padded[:, :h, :w] = x
-    np.testing.assert_allclose(np.asarray(model(padded))[:, :h, :w], y, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(model(padded))[:, :h, :w], y, rtol=1e-5, atol=1e-5)
 
 
 def test_zero_residual_returns_input_exactly():
@@ -51,7 +51,7 @@ def test_zero_residual_returns_input_exactly():
     layer = model.get_layer("dec1_conv")
     layer.set_weights([np.zeros_like(v) for v in layer.get_weights()])
     x = np.random.default_rng(0).uniform(size=(2, 24, 20, 3)).astype(np.float32)
-    np.testing.assert_array_equal(np.asarray(model(x)), x)
+    np.testing.assert_array_equal(to_numpy(model(x)), x)
 
 
 def test_output_is_unclamped():
@@ -60,7 +60,7 @@ def test_output_is_unclamped():
     layer = model.get_layer("dec1_conv")
     kernel, bias = layer.get_weights()
     layer.set_weights([np.zeros_like(kernel), np.full_like(bias, 0.5)])
-    assert np.asarray(model(x)).max() == pytest.approx(1.5)
+    assert to_numpy(model(x)).max() == pytest.approx(1.5)
 
 
 def test_save_and_load_in_fresh_process_reproduces_output(tmp_path):
@@ -69,7 +69,7 @@ def test_save_and_load_in_fresh_process_reproduces_output(tmp_path):
     path = tmp_path / "lcnet.keras"
     model.save(path)
     fresh = load_and_run_in_fresh_process(path, x, tmp_path)
-    np.testing.assert_array_equal(fresh, np.asarray(model(x)))
+    np.testing.assert_array_equal(fresh, to_numpy(model(x)))
 
 
 def test_safe_mode_load_in_process(tmp_path):
@@ -79,7 +79,7 @@ def test_safe_mode_load_in_process(tmp_path):
     loaded = keras.models.load_model(path, safe_mode=True)
     assert loaded.get_layer("dec1_lc0").method == "slices"
     x = np.random.default_rng(4).uniform(size=(1, 16, 24, 3)).astype(np.float32)
-    np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(model(x)))
+    np.testing.assert_array_equal(to_numpy(loaded(x)), to_numpy(model(x)))
 
 
 def test_registry_errors_name_what_exists():

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 import tfdeblur
-from tests.utils import load_and_run_in_fresh_process
+from tests.utils import load_and_run_in_fresh_process, to_numpy
 
 
 def conv(cin, cout, k=3):
@@ -47,7 +47,7 @@ def test_paper_preset_parameter_count_and_one_run():
     expected = saphn_param_count([32, 64, 128], m=2, p=2, c2=128, k=5, meta=meta)
     assert model.count_params() == expected == PAPER_PARAMETERS[meta]
     x = np.random.default_rng(0).uniform(size=(1, 19, 13, 3)).astype(np.float32)
-    y = np.asarray(model(x))
+    y = to_numpy(model(x))
     assert y.shape == x.shape and np.isfinite(y).all()
 
 
@@ -73,7 +73,7 @@ def tiny():
 @pytest.mark.parametrize("h,w", [(29, 35), (33, 47)])
 def test_odd_sizes_equal_padded_computation(tiny, h, w):
     x = np.random.default_rng(h).uniform(size=(2, h, w, 3)).astype(np.float32)
-    y = np.asarray(tiny(x))
+    y = to_numpy(tiny(x))
     assert y.shape == x.shape
     multiple = 2 * 2 ** (len(tfdeblur.get_model_config("saphn", "tiny")["widths"]) - 1)
     ph, pw = -(-h // multiple) * multiple, -(-w // multiple) * multiple
@@ -82,15 +82,15 @@ def test_odd_sizes_equal_padded_computation(tiny, h, w):
     centred_first = tiny.get_layer("pad").input is tiny.get_layer("center").output
     padded = np.full((2, ph, pw, 3), 0.5 if centred_first else 0.0, np.float32)
     padded[:, :h, :w] = x
-    np.testing.assert_allclose(np.asarray(tiny(padded))[:, :h, :w], y, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(to_numpy(tiny(padded))[:, :h, :w], y, rtol=1e-5, atol=1e-5)
 
 
 def test_images_of_a_batch_are_processed_independently(tiny):
     # The patches of all images share the batch axis inside the model; they must not mix.
     rng = np.random.default_rng(5)
     x = rng.uniform(size=(2, 16, 24, 3)).astype(np.float32)
-    both = np.asarray(tiny(x))
-    np.testing.assert_allclose(both[1:], np.asarray(tiny(x[1:])), rtol=1e-5, atol=1e-5)
+    both = to_numpy(tiny(x))
+    np.testing.assert_allclose(both[1:], to_numpy(tiny(x[1:])), rtol=1e-5, atol=1e-5)
 
 
 # Quarters as SplitPatches(1) then SplitPatches(2) stack them along the batch (batch 1):
@@ -100,7 +100,7 @@ QUARTERS = {"top-left": 0, "bottom-left": 1, "top-right": 2, "bottom-right": 3}
 
 def _features(model, names, x):
     outputs = {n: model.get_layer(n).output for n in names}
-    return {n: np.asarray(v) for n, v in keras.Model(model.input, outputs)(x).items()}
+    return {n: to_numpy(v) for n, v in keras.Model(model.input, outputs)(x).items()}
 
 
 @pytest.mark.parametrize("quarter", ["top-left", "bottom-right"])
@@ -188,7 +188,7 @@ def test_save_and_load_in_fresh_process_reproduces_output(tiny, tmp_path):
     path = tmp_path / "saphn.keras"
     tiny.save(path)
     fresh = load_and_run_in_fresh_process(path, x, tmp_path)
-    np.testing.assert_allclose(fresh, np.asarray(tiny(x)), rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(fresh, to_numpy(tiny(x)), rtol=1e-6, atol=1e-6)
 
 
 def test_one_training_step_changes_weights():

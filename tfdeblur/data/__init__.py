@@ -8,7 +8,13 @@ Typical use::
     pairs = data.find_pairs(root, "train", blur_key="blur")
     data.validate_pairs(pairs, min_size=256)      # errors name the bad files
     ds = data.train_dataset(pairs, batch_size=16, patch_size=256, seed=0)
+
+Discovery and validation need no TensorFlow; the ``tf.data`` parts (``decode_image``,
+``train_dataset``, ``eval_dataset``, ``find_clips``, ``clip_dataset``) import it when first
+used, so ``import tfdeblur`` under the JAX or PyTorch backend does not.
 """
+
+import importlib
 
 from tfdeblur.data.demo import ensure_demo_dataset
 from tfdeblur.data.pairs import (
@@ -21,8 +27,6 @@ from tfdeblur.data.pairs import (
     resolve_data,
     validate_pairs,
 )
-from tfdeblur.data.pipeline import decode_image, eval_dataset, train_dataset
-from tfdeblur.data.video import clip_dataset, find_clips
 
 __all__ = [
     "BLUR_KEYS",
@@ -40,3 +44,17 @@ __all__ = [
     "train_dataset",
     "validate_pairs",
 ]
+
+_TF_DATA = {
+    "decode_image": "tfdeblur.data.pipeline",
+    "eval_dataset": "tfdeblur.data.pipeline",
+    "train_dataset": "tfdeblur.data.pipeline",
+    "clip_dataset": "tfdeblur.data.video",
+    "find_clips": "tfdeblur.data.video",
+}
+
+
+def __getattr__(name):
+    if name in _TF_DATA:
+        return getattr(importlib.import_module(_TF_DATA[name]), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")

@@ -34,6 +34,7 @@ from __future__ import annotations
 import dataclasses
 import os
 import pathlib
+import re
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 
@@ -313,3 +314,8 @@ def resolve_data(spec, cache_dir=None, seed: int = 0) -> pathlib.Path:
             "demo dataset)."
         )
     return root
+
+
+def natural_key(name: str) -> list:
+    """Sort key comparing digit runs as numbers: ``f2.png`` < ``f10.png``."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]

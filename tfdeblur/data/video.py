@@ -28,23 +28,23 @@ from __future__ import annotations
 
 import os
 import pathlib
-import re
 from collections.abc import Sequence
 
 import tensorflow as tf
 
-from tfdeblur.data.pairs import BLUR_KEYS, IMAGE_EXTENSIONS, DatasetError, ImagePair
+from tfdeblur.data.pairs import (
+    BLUR_KEYS,
+    IMAGE_EXTENSIONS,
+    DatasetError,
+    ImagePair,
+    natural_key,
+)
 from tfdeblur.data.pipeline import decode_image
 
 LAYOUTS = ("auto", "gopro", "dvd")
 _DVD_BLUR, _DVD_SHARP = "input", "GT"
 _GOPRO_SHARP = "sharp"
 _AUTOTUNE = tf.data.AUTOTUNE
-
-
-def natural_key(name: str) -> list:
-    """Sort key comparing digit runs as numbers: ``f2.png`` < ``f10.png``."""
-    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", name)]
 
 
 def _images(folder: pathlib.Path) -> dict[str, pathlib.Path]:
