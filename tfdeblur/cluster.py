@@ -88,6 +88,12 @@ def _rendezvous(tasks: dict[str, str], me: str, timeout: float) -> None:
     thread = threading.Thread(target=answer, daemon=True)
     thread.start()
     waiting = {name for name in tasks if name != me}
+    print(
+        f"Task {me}: waiting up to {timeout:g} s (--cluster-timeout) for "
+        f"{', '.join(sorted(waiting))}.",
+        file=sys.stderr,
+        flush=True,
+    )
     deadline = time.monotonic() + timeout
     try:
         while waiting:
