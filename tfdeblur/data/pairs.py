@@ -262,8 +262,9 @@ def validate_pairs(pairs: Sequence[ImagePair], *, min_size=None, decode: bool = 
         min_size: ``None``, an int (square training patch) or ``(height, width)``.
         decode: additionally decode every image in full with the training pipeline's
             decoder (finds corrupt compressed data inside files whose structure is
-            intact; ``train.py`` does this: decoding all of GOPRO costs seconds, far less
-            than the epoch it would otherwise crash in). Default False.
+            intact; ``train.py`` does this: about 80 ms per 720p PNG on 2 busy AMD EPYC
+            cores, some 8 minutes for GOPRO's 6428 images there and less with more cores,
+            against days of training that would otherwise crash mid-epoch). Default False.
 
     Raises:
         DatasetError: listing every problem found (up to 20, then a count), each naming
