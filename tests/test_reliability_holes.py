@@ -422,3 +422,30 @@ def test_loading_without_import_tfdeblur_names_the_module_to_import(tmp_path, ti
         env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert named.returncode == 0, named.stderr[-3000:]
+
+
+@pytest.mark.slow
+def test_a_killed_chief_ends_its_peer_with_one_line_and_no_temporary_left(tmp_path):
+    root = write_gopro_tree(tmp_path / "gopro")
+    out = tmp_path / "run"
+    tmpdir = tmp_path / "tmp"
+    tmpdir.mkdir()
+    workers = [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]
+    logs = [open(tmp_path / f"w{i}.log", "w+") for i in range(2)]  # noqa: SIM115
+    extra = ("--epochs", "500", "--steps-per-epoch", "2")
+    procs = [_worker(root, out, workers, i, logs[i], *extra, tmpdir=tmpdir) for i in range(2)]
+    try:
+        started = _wait_for(
+            lambda: tf.train.latest_checkpoint(str(out / "checkpoints")) is not None, 300, procs
+        )
+        assert started, (tmp_path / "w0.log").read_text()[-3000:]
+        procs[0].kill()  # the chief dies mid-run
+        procs[1].wait(timeout=120)
+    finally:
+        for p in procs:
+            p.kill()
+    text = (tmp_path / "w1.log").read_text()
+    assert procs[1].returncode == 1, text[-3000:]
+    assert "was lost during training" in text and "--resume" in text
+    assert "Traceback" not in text
+    assert not list(tmpdir.glob("tfdeblur-worker-*"))  # its private folder is removed

@@ -82,7 +82,7 @@ def worker_temp_dir(out_dir: str | os.PathLike, task: str) -> pathlib.Path:
 
 
 def prepare_run_folder(
-    out_dir: str | os.PathLike, *, resume: bool, overwrite: bool
+    out_dir: str | os.PathLike, *, resume: bool, overwrite: bool, dry_run: bool = False
 ) -> list[pathlib.Path]:
     """Check ``--output-dir`` before anything is written, and make it ready (chief only).
 
@@ -92,6 +92,10 @@ def prepare_run_folder(
     (:data:`RUN_FILES`, :data:`RUN_FOLDERS`) and nothing else, and only in a folder that
     is a run folder (it has ``train_config.json``): ``--overwrite`` on a folder of other
     files is refused rather than guessed at.
+
+    With ``dry_run`` nothing is removed, only refused: ``train`` checks this first (before
+    the data check, which takes minutes on GOPRO) and removes after the data passed, so a
+    refused run deletes nothing of the old one.
 
     Returns:
         The paths removed (temporaries and, with ``overwrite``, the old run's outputs).
@@ -105,8 +109,10 @@ def prepare_run_folder(
         raise ValueError("--resume continues the run in --output-dir; --overwrite replaces it.")
     out_dir = pathlib.Path(out_dir).expanduser()
     check_output_path(out_dir, "--output-dir", directory=True)
-    removed = remove_temporaries(out_dir)
+    removed = [] if dry_run else remove_temporaries(out_dir)
     entries = sorted(out_dir.iterdir()) if out_dir.is_dir() else []
+    if dry_run:
+        entries = [p for p in entries if not _ATOMIC_TEMP.match(p.name)]
     if not entries or resume:
         return removed
     names = ", ".join(p.name + ("/" if p.is_dir() else "") for p in entries[:8])
@@ -121,6 +127,8 @@ def prepare_run_folder(
             f"--output-dir {str(out_dir)!r} holds a run ({names}): pass --resume to "
             "continue it, --overwrite to replace it, or choose another --output-dir."
         )
+    if dry_run:
+        return removed
     for name in (*RUN_FILES, *RUN_FOLDERS):
         path = out_dir / name
         if path.exists() or path.is_symlink():

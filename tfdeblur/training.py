@@ -921,10 +921,22 @@ def train(config: TrainConfig) -> dict[str, Any]:
     with SignalGuard() if multi_worker else contextlib.nullcontext() as guard:
         try:
             return _train(config, settings, strategy, out_dir, guard, data_lib)
-        except tf.errors.OpError as err:
+        except _PEER_LOST as err:
             if not multi_worker:
                 raise
             raise peer_lost(err) from None
+
+
+# What a collective raises when a peer of a multi-worker run is gone (or unreachable).
+_PEER_LOST = (
+    tf.errors.UnavailableError,
+    tf.errors.DeadlineExceededError,
+    tf.errors.CancelledError,
+    tf.errors.AbortedError,
+    tf.errors.InternalError,
+    tf.errors.UnknownError,
+    tf.errors.FailedPreconditionError,
+)
 
 
 def _train(config, settings, strategy, out_dir, guard, data_lib) -> dict[str, Any]:
@@ -932,9 +944,9 @@ def _train(config, settings, strategy, out_dir, guard, data_lib) -> dict[str, An
     batch_size = global_batch_size(settings, strategy)
     policy = precision_policy(config.mixed_precision)
     is_chief = _is_chief(strategy)
+    folder = dict(resume=config.resume, overwrite=config.overwrite)
     if is_chief:
-        for path in prepare_run_folder(out_dir, resume=config.resume, overwrite=config.overwrite):
-            print(f"Removed {path}.")
+        prepare_run_folder(out_dir, **folder, dry_run=True)  # refuse before the data check
     latest, initial_epoch = _resume_point(config, out_dir)
 
     root = data_lib.resolve_data(config.data)
@@ -949,6 +961,8 @@ def _train(config, settings, strategy, out_dir, guard, data_lib) -> dict[str, An
         total_steps = epochs * steps_per_epoch
 
     if is_chief:
+        for path in prepare_run_folder(out_dir, **folder):
+            print(f"Removed {path}.")
         out_dir.mkdir(parents=True, exist_ok=True)
         write_text_atomic(out_dir / "train_config.json", config.to_json())
         write_text_atomic(out_dir / "train_settings.json", json.dumps(settings, indent=2))
