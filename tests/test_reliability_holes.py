@@ -252,7 +252,11 @@ def test_a_failed_video_prints_no_ffmpeg_banner(tmp_path, tiny_keras, capsys):
     code = cli.main(["deblur-video", str(bad), "-o", str(tmp_path / "o.mp4"),
                      "--model", str(tiny_keras), "-q"])  # fmt: skip
     captured = capsys.readouterr()
-    assert code == 2 and str(bad) in captured.err
+    assert code == 2 and str(bad) in captured.err and "Invalid data" in captured.err
+    assert (captured.out + captured.err).count("ffmpeg version") == 0
+    code = cli.main(["deblur", str(bad), "-o", str(tmp_path / "o.mp4"), "--model", str(tiny_keras)])
+    captured = capsys.readouterr()
+    assert code == 1 and str(bad) in captured.err
     assert (captured.out + captured.err).count("ffmpeg version") == 0
 
 

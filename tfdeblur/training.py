@@ -657,8 +657,12 @@ def make_datasets(
     config: TrainConfig,
     batch_size: int,
     initial_epoch: int = 0,
+    *,
+    decode_check: bool = True,
 ):
-    """Training and validation datasets of the preset's kind, checked before training.
+    """Training and validation datasets of the preset's kind, checked before training
+    (every image decoded with the pipeline's decoder unless ``decode_check`` is False:
+    :func:`measure_input_pipeline` times the pipeline and skips it).
 
     ``data == "images"``: random crops of frame pairs; validation on full test frames
     (``max_val_images`` of them, spread evenly over the test split). ``data == "clips"``:
@@ -686,8 +690,8 @@ def make_datasets(
     if kind == "images":
         train_pairs = data_lib.find_pairs(root, "train", blur_key)
         val_pairs = _spread(data_lib.find_pairs(root, "test", blur_key), limit)
-        data_lib.validate_pairs(train_pairs, min_size=patch, decode=True)
-        data_lib.validate_pairs(val_pairs, decode=True)
+        data_lib.validate_pairs(train_pairs, min_size=patch, decode=decode_check)
+        data_lib.validate_pairs(val_pairs, decode=decode_check)
         steps = config.steps_per_epoch or max(1, len(train_pairs) // batch_size)
         train_ds = data_lib.train_dataset(
             train_pairs,
@@ -704,8 +708,10 @@ def make_datasets(
         length = int(settings["clip_length"])
         train_seqs = video.find_clips(root, "train", blur_key)
         val_seqs = video.find_clips(root, "test", blur_key)
-        data_lib.validate_pairs([p for seq in train_seqs for p in seq], min_size=patch, decode=True)
-        data_lib.validate_pairs([p for seq in val_seqs for p in seq], min_size=patch, decode=True)
+        train_frames = [p for seq in train_seqs for p in seq]
+        data_lib.validate_pairs(train_frames, min_size=patch, decode=decode_check)
+        val_frames = [p for seq in val_seqs for p in seq]
+        data_lib.validate_pairs(val_frames, min_size=patch, decode=decode_check)
         windows = len(video.clip_windows(train_seqs, length))
         steps = config.steps_per_epoch or max(1, windows // batch_size)
         train_ds = video.clip_dataset(
@@ -1171,7 +1177,9 @@ def measure_input_pipeline(config: TrainConfig, steps: int = 20) -> dict[str, fl
     strategy = make_strategy(config.strategy)
     batch_size = global_batch_size(settings, strategy)
     root = data_lib.resolve_data(config.data)
-    train_ds, _, steps_per_epoch = make_datasets(settings, root, config, batch_size)
+    train_ds, _, steps_per_epoch = make_datasets(
+        settings, root, config, batch_size, decode_check=False
+    )
 
     iterator = iter(train_ds)
     next(iterator)  # start the pipeline's workers
