@@ -453,3 +453,25 @@ def test_a_killed_chief_ends_its_peer_with_one_line_and_no_temporary_left(tmp_pa
     assert "was lost during training" in text and "--resume" in text
     assert "Traceback" not in text
     assert not list(tmpdir.glob("tfdeblur-worker-*"))  # its private folder is removed
+
+
+@pytest.mark.slow
+def test_ctrl_c_mid_run_ends_with_one_line(tmp_path):
+    root = write_gopro_tree(tmp_path / "gopro")
+    out = tmp_path / "run"
+    cmd = _train_cmd(root, out, "--strategy", "one_device", "--batch-size", "2")
+    cmd += ["--epochs", "500", "--steps-per-epoch", "2"]
+    log = open(tmp_path / "run.log", "w+")  # noqa: SIM115
+    proc = subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=_env(), text=True)
+    try:
+        started = _wait_for(
+            lambda: tf.train.latest_checkpoint(str(out / "checkpoints")) is not None, 300, [proc]
+        )
+        assert started, (tmp_path / "run.log").read_text()[-3000:]
+        proc.send_signal(signal.SIGINT)
+        proc.wait(timeout=60)
+    finally:
+        proc.kill()
+    text = (tmp_path / "run.log").read_text()
+    assert proc.returncode == 130, text[-3000:]
+    assert "interrupted; rerun with --resume" in text and "Traceback" not in text

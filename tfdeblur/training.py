@@ -1129,7 +1129,7 @@ class _HistoryRecord(keras.callbacks.Callback):
 
     def on_epoch_end(self, epoch, logs=None):
         entry = {"epoch": epoch + 1}
-        entry.update({k: float(v) for k, v in (logs or {}).items()})
+        entry.update({k: np.asarray(v, np.float64).item() for k, v in (logs or {}).items()})
         self.entries = [e for e in self.entries if e["epoch"] < epoch + 1] + [entry]
         self._write()
 
