@@ -20,7 +20,7 @@ PAPER = {
     "num_lc_blocks": 2,
     "squeeze_ratio": 2,
     "window_size": 5,
-    "lc_method": "patches",
+    "lc_method": "depthwise",
 }
 
 TINY = {
@@ -29,7 +29,7 @@ TINY = {
     "num_lc_blocks": 1,
     "squeeze_ratio": 2,
     "window_size": 3,
-    "lc_method": "patches",
+    "lc_method": "depthwise",
 }
 
 # Sec. 3.1. "epochs" are passes over the 2103 GOPRO training pairs, one random
@@ -80,7 +80,7 @@ def lcnet(
     num_lc_blocks: int = 2,
     squeeze_ratio: int = 2,
     window_size: int = 5,
-    lc_method: str = "patches",
+    lc_method: str = "depthwise",
     name: str = "lcnet",
 ) -> keras.Model:
     """Build LCNet (sec. 2.1, Fig. 1).
@@ -116,9 +116,8 @@ def lcnet(
         num_lc_blocks: LCBlocks per DBlock. Default 2.
         squeeze_ratio: LCBlock channel squeeze. Default 2.
         window_size: LCBlock correlation window. Default 5.
-        lc_method: ``"patches"`` (``tf.image.extract_patches``, the faster to train) or
-            ``"slices"`` (pad + shifted slices, TFLite/ONNX-ready; the exporters switch to
-            it), same numbers. Default ``"patches"``.
+        lc_method: LCBlock formulation, ``"depthwise"`` (the only one; the legacy
+            ``"patches"`` and ``"slices"`` map to it, see :class:`keras_layers.LCBlock`).
         name: model name.
 
     Returns:
