@@ -15,10 +15,11 @@ from keras import ops
 
 from keras_layers.initializers import fresh_initializer
 
-# One formulation serves training, Keras inference on every backend, TFLite (builtin ops)
-# and ONNX. Files saved before it keep their old values; both map to it.
-METHODS = ("depthwise",)
-LEGACY_METHODS = {"patches": "depthwise", "slices": "depthwise"}
+# Two formulations of the same numbers, both keras.ops (every backend), TFLite builtins
+# and ONNX with dynamic H, W: "depthwise" (training, Keras inference) and "windows" (the
+# exporters' choice). Files saved with the former names load; each maps to its successor.
+METHODS = ("depthwise", "windows")
+LEGACY_METHODS = {"patches": "depthwise", "slices": "windows"}
 
 # Logit gap that takes the out-of-image window positions out of the softmax (see
 # local_correlation): their weight is at most exp(-EXCLUSION_GAP) = 2e-9 of the window's
@@ -64,13 +65,36 @@ def _windows(t, window_size):
     return ops.reshape(gathered, (shape[0], shape[1], shape[2], channels, window_size**2))
 
 
-def correlate_with_validity(pattern, content, window_size: int):
+def _shifted_windows(t, window_size):
+    """``(B, H, W, C)`` -> ``(B, H, W, k*k, C)`` by padding and 2k shifted slices.
+
+    Slices have constant begin/end (negative ends), so every size follows from the input
+    shape; k slices along W and one concatenation, then k along H and one more.
+    """
+    r = window_size // 2
+    padded = ops.expand_dims(ops.pad(t, [[0, 0], [r, r], [r, r], [0, 0]]), -2)
+
+    def cut(d):
+        return slice(d, d - 2 * r if d < 2 * r else None)
+
+    rows = ops.concatenate([padded[:, :, cut(dx)] for dx in range(window_size)], axis=-2)
+    return ops.concatenate([rows[:, cut(dy)] for dy in range(window_size)], axis=-2)
+
+
+def correlate_with_validity(pattern, content, window_size: int, method: str = "depthwise"):
     """Eq. (3)-(4) on a pattern whose last channel is the validity channel.
 
     ``pattern[..., -1]`` must be ``sqrt(EXCLUSION_GAP)`` at every pixel (what
     :func:`local_correlation` appends and :class:`LCBlock` folds into its pattern
-    convolution); the other channels are the features x.
+    convolution); the other channels are the features x. ``method`` as in
+    :func:`local_correlation`.
     """
+    if _method(method) == "windows":
+        # Windows as (k*k, C): both reductions over the window axis or the channels.
+        centre = ops.expand_dims(pattern, -2)
+        logits = ops.sum(_shifted_windows(pattern, window_size) * centre, axis=-1)
+        weights = ops.expand_dims(ops.softmax(logits, axis=-1), -1)
+        return ops.sum(_shifted_windows(content, window_size) * weights, axis=-2)
     # One depthwise convolution with a fixed one-hot kernel gathers every window for all
     # channels at once; zero padding makes the validity channel 0 outside the image.
     centre = ops.expand_dims(pattern, -1)
@@ -79,7 +103,7 @@ def correlate_with_validity(pattern, content, window_size: int):
     return ops.sum(_windows(content, window_size) * weights, axis=-1)
 
 
-def local_correlation(pattern, content, window_size: int = 5):
+def local_correlation(pattern, content, window_size: int = 5, method: str = "depthwise"):
     """Local correlation of LCNet, eq. (3)-(4).
 
     For every pixel i with pattern feature x_i, the weights over its ``k x k`` window
@@ -88,11 +112,15 @@ def local_correlation(pattern, content, window_size: int = 5):
     fall outside the image do not exist: they take no part in the softmax (they are not
     zero-padded features, which would add ``exp(0)`` terms to the denominator).
 
-    Formulation (a handful of large operators, ``keras.ops`` only, so it runs on every
-    Keras backend and converts to TFLite builtins and to ONNX with dynamic H and W): one
-    depthwise convolution with a fixed one-hot kernel gathers the k x k windows of all
-    channels, one multiply-reduce gives the k*k logits, one softmax, one multiply-reduce
-    the output. Exclusion of the outside positions: the pattern gets one more channel,
+    Formulations (a handful of large operators, ``keras.ops`` only, so they run on every
+    Keras backend and convert to TFLite builtins and to ONNX with dynamic H and W): the
+    k x k windows of all channels are gathered at once, then one multiply-reduce gives the
+    k*k logits, one softmax, one multiply-reduce the output. ``"depthwise"`` gathers with
+    one depthwise convolution of a fixed one-hot kernel (1 operator; the fastest in
+    TensorFlow, to train and in Keras inference); ``"windows"`` with padding and 2k
+    shifted slices (2k + 3 operators, plain copies: the fastest under TFLite/XNNPACK,
+    float32 and int8, where the one-hot convolution's k*k-fold multiply-adds cost 1.6x the
+    whole float32 file). Exclusion of the outside positions: the pattern gets one more channel,
     ``s = sqrt(EXCLUSION_GAP)`` inside the image; the gather's zero padding makes it 0
     outside, so inside logits are ``x_i . x_j + s^2`` and outside ones exactly ``0``. The
     centre's logit ``|x_i|^2 + s^2 >= s^2``, so an outside position weighs at most
@@ -105,16 +133,18 @@ def local_correlation(pattern, content, window_size: int = 5):
         pattern: ``(B, H, W, Cp)`` blur-pattern features x.
         content: ``(B, H, W, Cc)`` content features c.
         window_size: odd window side k. Default 5.
+        method: ``"depthwise"`` (default) or ``"windows"``, same numbers.
 
     Returns:
         ``(B, H, W, Cc)`` tensor.
     """
     _validate(window_size)
+    method = _method(method)
     pattern = ops.convert_to_tensor(pattern)
     content = ops.cast(ops.convert_to_tensor(content), pattern.dtype)
     validity = ops.ones_like(pattern[..., :1]) * math.sqrt(EXCLUSION_GAP)
     return correlate_with_validity(
-        ops.concatenate([pattern, validity], axis=-1), content, window_size
+        ops.concatenate([pattern, validity], axis=-1), content, window_size, method
     )
 
 
@@ -143,11 +173,15 @@ class LCBlock(keras.layers.Layer):
         squeeze_ratio: int, channel reduction of the content/pattern features. Default 2.
         window_size: odd int, side of the correlation window. Default 5.
         kernel_size: int, kernel of the three convolutions. Default 3.
-        method: the formulation, ``"depthwise"`` (the only one). Files saved with the
-            former ``"patches"`` or ``"slices"`` load and give the same numbers.
+        method: ``"depthwise"`` (default, training) or ``"windows"`` (the exporters
+            switch to it), same numbers and weights (see :func:`local_correlation`).
+            Files saved with the former ``"patches"`` / ``"slices"`` load as
+            ``"depthwise"`` / ``"windows"`` and give the same numbers.
         kernel_initializer: initializer of the convolutions. Default Xavier uniform
             (sec. 3.1).
     """
+
+    EXPORT_OVERRIDES = {"method": "windows"}  # read by export.prepare_for_export
 
     def __init__(
         self,
@@ -207,7 +241,7 @@ class LCBlock(keras.layers.Layer):
     def call(self, inputs):
         content = self.content_conv(inputs)
         pattern = self._pattern_with_validity(inputs)
-        correlated = correlate_with_validity(pattern, content, self.window_size)
+        correlated = correlate_with_validity(pattern, content, self.window_size, self.method)
         return inputs + self.restore_conv(correlated)
 
     def compute_output_shape(self, input_shape):

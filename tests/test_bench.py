@@ -41,7 +41,7 @@ def test_bench_cli_tiny(tmp_path, gopro_samples, capsys):
     )  # fmt: skip
     assert code == 0
     results = json.loads(out.read_text())
-    assert set(results) == {"machine", "settings", "models", "lc_formulations"}
+    assert set(results) == {"machine", "settings", "models", "lcblock"}
     assert results["machine"]["cpu_count"] >= 1 and results["machine"]["tensorflow"]
     assert results["machine"]["default_threads"] >= 1  # what the runners use (--threads unset)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["artifacts", "bench.json"]  # atomic
@@ -72,12 +72,18 @@ def test_bench_cli_tiny(tmp_path, gopro_samples, capsys):
     assert entry["targets"]["tflite_within_45db"] and entry["targets"]["tflite_float16_within_45db"]
     assert set(entry["targets"]["tflite_not_slower_than_keras"]) == {"32x32", "24x40"}
 
-    lc = results["lc_formulations"]
-    assert set(lc["train_step_ms"]) == {"patches", "slices"} and lc["faster"] in lc["train_step_ms"]
-    assert lc["batch_size"] == 2 and lc["patch_size"] == 32
+    lc = results["lcblock"]
+    assert set(lc["train_step_ms"]) == set(lc["keras_ms"]) == {"lcnet", "no_lc"}
+    assert lc["batch_size"] == 2 and lc["patch_size"] == 32 and lc["lc_blocks"] == 3
+    # The tiny LCNet's three LCBlocks: 31 operators each (tests/export/test_artifacts.py).
+    assert lc["tflite_ops_per_lcblock"] <= 31
+    assert lc["tflite_ops"]["lcnet"] == lc["tflite_ops"]["no_lc"] + 3 * lc["tflite_ops_per_lcblock"]
 
     table = capsys.readouterr().out
-    assert "| lcnet (tiny) | tflite_float16 |" in table and "LCBlock formulations" in table
+    assert (
+        "| lcnet (tiny) | tflite_float16 |" in table
+        and "LCBlocks, LCNet (tiny) vs num_lc_blocks=0" in table
+    )
 
 
 def test_bench_rejects_unknown_format(capsys):

@@ -2,9 +2,9 @@
 
 For each model and format: parameters, file size, GFLOPs per frame, median latency at
 each requested size (256x256 and 1280x720 by default) on the current machine, and the
-artifact's PSNR against the Keras output and against the sharp images. Also the train
-step of LCBlock's two local-correlation formulations (``"patches"`` vs ``"slices"``),
-which is how LCNet's default formulation is chosen.
+artifact's PSNR against the Keras output and against the sharp images. Also what LCNet's
+LCBlocks cost (:func:`lcblock_cost`: LCNet against ``num_lc_blocks=0`` in a training step
+and in Keras graph mode, and the float32 TFLite operators per LCBlock).
 
 Methods:
 
@@ -249,35 +249,56 @@ def _timer(fmt: str, model, path, x: np.ndarray, threads):
 # --------------------------------------------------------------------------- LCBlock
 
 
-def lc_formulation_train_steps(
+def count_tflite_ops(model_content) -> dict:
+    """Operators of a TFLite flatbuffer by builtin name (all subgraphs)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(model_content), 0)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if k.isupper()}
+    counts: dict[str, int] = {}
+    for subgraph in model.subgraphs:
+        for op in subgraph.operators or []:
+            code = model.operatorCodes[op.opcodeIndex]
+            name = names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "?")
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def lcblock_cost(
     preset: str = "paper",
-    batch_size: int = 4,
-    patch_size: int = 128,
+    batch_size: int = 1,
+    patch_size: int = 256,
     warmup: int = 2,
     steps: int = 5,
 ) -> dict:
-    """Median time of one LCNet training step (L1 loss, Adam) with each formulation.
+    """What LCNet's LCBlocks cost: LCNet against the same network without them.
 
-    Both models have the same weights and see the same batch; the step is a
-    ``tf.function`` (no XLA) computing the loss, its gradients and the Adam update; the
-    two steps alternate within each round.
+    ``num_lc_blocks=0`` removes the LCBlocks and nothing else (same weights elsewhere).
+    Timed, interleaved, medians: one training step (L1 loss, Adam, a ``tf.function``
+    without XLA, ``batch_size`` x ``patch_size``^2) and one inference call in Keras graph
+    mode (batch 1), each in the model's own (training) formulation. Counted: operators of
+    the float32 TFLite graph the exporter converts at ``patch_size`` x ``patch_size``
+    (export formulation), in all and per LCBlock.
     """
     import keras
     import tensorflow as tf
 
     import tfdeblur
+    from export.prepare import prepare_for_export
+    from export.signature import input_signature
+    from export.tflite import convert, frozen_function
 
     rng = np.random.default_rng(0)
-    blurry = tf.constant(rng.random((batch_size, patch_size, patch_size, 3), dtype=np.float32))
-    sharp = tf.constant(rng.random((batch_size, patch_size, patch_size, 3), dtype=np.float32))
-    weights = None
-    steps_by_method = {}
-    for method in ("patches", "slices"):
-        model = tfdeblur.build_model("lcnet", preset, lc_method=method)
-        if weights is None:
-            weights = model.get_weights()
-        else:
-            model.set_weights(weights)
+    shape = (batch_size, patch_size, patch_size, 3)
+    blurry = tf.constant(rng.random(shape, dtype=np.float32))
+    sharp = tf.constant(rng.random(shape, dtype=np.float32))
+    single = blurry[:1]
+    models = {
+        "lcnet": tfdeblur.build_model("lcnet", preset),
+        "no_lc": tfdeblur.build_model("lcnet", preset, num_lc_blocks=0),
+    }
+    timers, ops = {}, {}
+    for name, model in models.items():
         optimizer = keras.optimizers.Adam(1e-4)
         optimizer.build(model.trainable_variables)
 
@@ -289,18 +310,29 @@ def lc_formulation_train_steps(
             optimizer.apply(grads, model.trainable_variables)
             return loss
 
-        steps_by_method[method] = lambda step=step: step(blurry, sharp).numpy()
-    seconds = _interleaved_medians(steps_by_method, warmup, steps)
-    default = tfdeblur.get_model_config("lcnet", preset)["lc_method"]
+        infer = tf.function(lambda x, model=model: model(x, training=False))
+        timers[("train", name)] = lambda step=step: step(blurry, sharp).numpy()
+        timers[("infer", name)] = lambda infer=infer: infer(single).numpy()
+        prepared, _ = prepare_for_export(model)
+        spec = input_signature(prepared, batch_size=1, input_size=(patch_size, patch_size))
+        content = convert(prepared, "none", frozen=frozen_function(prepared, spec))
+        ops[name] = sum(count_tflite_ops(content).values())
+    seconds = _interleaved_medians(timers, warmup, steps)
+    blocks = sum(type(layer).__name__ == "LCBlock" for layer in models["lcnet"].layers)
+    ms = {key: 1000 * s for key, s in seconds.items()}
     return {
         "model": "lcnet",
         "preset": preset,
         "batch_size": batch_size,
         "patch_size": patch_size,
         "steps": steps,
-        "train_step_ms": {m: 1000 * s for m, s in seconds.items()},
-        "faster": min(seconds, key=seconds.get),
-        "preset_default": default,
+        "train_step_ms": {name: ms[("train", name)] for name in models},
+        "keras_ms": {name: ms[("infer", name)] for name in models},
+        "train_ratio": ms[("train", "lcnet")] / ms[("train", "no_lc")],
+        "keras_ratio": ms[("infer", "lcnet")] / ms[("infer", "no_lc")],
+        "lc_blocks": blocks,
+        "tflite_ops": ops,
+        "tflite_ops_per_lcblock": (ops["lcnet"] - ops["no_lc"]) / max(blocks, 1),
     }
 
 
@@ -324,8 +356,8 @@ class BenchConfig:
     verify_images: Sequence[str] | None = None
     verify_crop: tuple[int, int] | None = None
     lc_train_step: bool = True
-    lc_batch_size: int = 4
-    lc_patch_size: int = 128
+    lc_batch_size: int = 1
+    lc_patch_size: int = 256
     lc_steps: int = 5
 
 
@@ -510,7 +542,7 @@ def run_bench(config: BenchConfig, artifacts_dir=None) -> dict:
             "models": [bench_model(spec, config, directory) for spec in config.models],
         }
         if config.lc_train_step:
-            results["lc_formulations"] = lc_formulation_train_steps(
+            results["lcblock"] = lcblock_cost(
                 config.preset or "paper",
                 config.lc_batch_size,
                 config.lc_patch_size,
@@ -560,13 +592,16 @@ def format_table(results: dict) -> str:
                 sharp,
             ]
             lines.append("| " + " | ".join(cells) + " |")
-    lc = results.get("lc_formulations")
+    lc = results.get("lcblock")
     if lc:
-        steps = ", ".join(f"{m} {ms:.0f} ms" for m, ms in lc["train_step_ms"].items())
         lines.append("")
         lines.append(
-            f"LCBlock formulations, LCNet ({lc['preset']}) train step, batch {lc['batch_size']} "
-            f"x {lc['patch_size']}x{lc['patch_size']}: {steps} (faster: {lc['faster']}; "
-            f"preset default: {lc['preset_default']})."
+            f"LCBlocks, LCNet ({lc['preset']}) vs num_lc_blocks=0, {lc['patch_size']}x"
+            f"{lc['patch_size']}: Keras graph mode {lc['keras_ms']['lcnet']:.0f} vs "
+            f"{lc['keras_ms']['no_lc']:.0f} ms (x{lc['keras_ratio']:.2f}); train step (batch "
+            f"{lc['batch_size']}) {lc['train_step_ms']['lcnet']:.0f} vs "
+            f"{lc['train_step_ms']['no_lc']:.0f} ms (x{lc['train_ratio']:.2f}); float32 TFLite "
+            f"operators {lc['tflite_ops']['lcnet']} vs {lc['tflite_ops']['no_lc']} "
+            f"({lc['tflite_ops_per_lcblock']:.0f} per LCBlock)."
         )
     return "\n".join(lines)

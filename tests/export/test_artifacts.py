@@ -11,6 +11,7 @@ import tensorflow as tf
 
 import export
 import tfdeblur
+from export.prepare import prepare_for_export
 from export.signature import input_signature, serving_function
 from export.tflite import convert, representative_dataset
 from export.verify import ExportVerificationError, load_artifact, psnr
@@ -88,21 +89,22 @@ def _op_counts(content) -> dict:
 def test_lcblock_tflite_graph_is_a_handful_of_ops_and_int8_stays_integer(
     lcnet, calibration_images, verify_images, tmp_path
 ):
-    # The LCBlock costs 15 builtin operators (3 convolutions, the shortcut add, and per
-    # gather: depthwise conv, reshape, multiply, reduce; plus softmax and two reshapes)
-    # where the former shifted-slice formulation took ~190 for a 5x5 window.
+    # The exported LCBlock costs 4 + 2 (2k + 4) + 7 builtin operators (31 for the tiny
+    # preset's k = 3, 39 for the paper's 5): 3 convolutions and the shortcut add; per
+    # gather a pad, a reshape, 2k slices and 2 concatenations; 2 reshapes, 2 multiplies,
+    # 2 reductions and a softmax. The former shifted-slice formulation took ~190 for k = 5.
     base = tfdeblur.build_model("lcnet", preset="tiny", num_lc_blocks=0)
     blocks = sum(isinstance(layer, LCBlock) for layer in lcnet.layers)
     size = (64, 96)
-    ops = _op_counts(convert(lcnet, input_size=size))
+    prepared, _ = prepare_for_export(lcnet)
+    ops = _op_counts(convert(prepared, input_size=size))
     per_block = (
         sum(ops.values()) - sum(_op_counts(convert(base, input_size=size)).values())
     ) / blocks
-    assert blocks == 3 and per_block <= 15 and "DIV" not in ops
-    assert ops["DEPTHWISE_CONV_2D"] == 2 * blocks and ops["SOFTMAX"] == blocks
+    assert blocks == 3 and per_block <= 31 and "DIV" not in ops and ops["SOFTMAX"] == blocks
     # Full-integer int8: the only (de)quantization is the uint8 <-> int8 of input and
     # output; no operator falls back to float.
-    content = convert(lcnet, "int8", calibration_images, size)
+    content = convert(prepared, "int8", calibration_images, size)
     int8_ops = _op_counts(content)
     assert int8_ops.get("QUANTIZE") == 2 and "DEQUANTIZE" not in int8_ops
     path = tmp_path / "lc_int8.tflite"
@@ -388,8 +390,8 @@ def test_frozen_cache_traces_once_and_does_not_keep_the_model_alive(tmp_path, mo
     monkeypatch.setattr(
         tflite_module, "frozen_function", lambda *a: traced.append(1) or original(*a)
     )
-    # LCNet has nothing to switch: the case where the cache used to hold the model itself.
-    model = tfdeblur.build_model("lcnet", preset="tiny")
+    # "windows": nothing to switch, the case where the cache used to hold the model itself.
+    model = tfdeblur.build_model("lcnet", preset="tiny", lc_method="windows")
     for quantization in ("none", "float16"):
         export.tflite(model, tmp_path / f"{quantization}.tflite", quantization, verify=False)
     assert len(traced) == 1  # the second quantization reused the frozen function

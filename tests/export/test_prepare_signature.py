@@ -63,10 +63,21 @@ def test_as_model_input_layouts():
 # ----------------------------------------------------------------------- prepare
 
 
-def test_lcnet_exports_as_it_trains():
-    # One LCBlock formulation serves training and export: nothing to switch, even for a
-    # model built with the legacy method names.
-    for method in ("depthwise", "patches", "slices"):
+def test_lcnet_switched_to_windows_with_same_numbers():
+    keras.utils.set_random_seed(1)
+    model = tfdeblur.build_model("lcnet", preset="tiny")
+    blocks = [layer for layer in model.layers if type(layer).__name__ == "LCBlock"]
+    assert blocks and all(b.method == "depthwise" for b in blocks)
+    prepared, switches = prepare_for_export(model)
+    assert sorted(s.layer for s in switches) == sorted(b.name for b in blocks)
+    assert all((s.key, s.old, s.new) == ("method", "depthwise", "windows") for s in switches)
+    for new, old in zip(prepared.weights, model.weights, strict=True):
+        np.testing.assert_array_equal(new.numpy(), old.numpy())
+    x = np.random.default_rng(0).random((1, 37, 45, 3), dtype=np.float32)
+    np.testing.assert_allclose(prepared(x), model(x), atol=2e-5)
+    assert all(b.method == "depthwise" for b in blocks)  # the original is untouched
+    # Built with the export formulation (or its legacy name): nothing to switch.
+    for method in ("windows", "slices"):
         model = tfdeblur.build_model("lcnet", preset="tiny", lc_method=method)
         prepared, switches = prepare_for_export(model)
         assert prepared is model and switches == []

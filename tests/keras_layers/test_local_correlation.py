@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from keras_layers import LCBlock, local_correlation
-from keras_layers.local_correlation import window_kernel
+from keras_layers.local_correlation import METHODS, window_kernel
 from tests.utils import assert_layer_config_roundtrip
 
 
@@ -31,40 +31,44 @@ def naive_local_correlation(pattern, content, k):
     return out
 
 
+@pytest.mark.parametrize("method", METHODS)
 @pytest.mark.parametrize("k,h,w", [(3, 7, 9), (5, 6, 5), (5, 3, 4)])
-def test_matches_naive_reference_including_borders(k, h, w):
+def test_matches_naive_reference_including_borders(method, k, h, w):
     rng = np.random.default_rng(k * 100 + h)
     pattern = rng.normal(size=(2, h, w, 4)).astype(np.float32)
     content = rng.normal(size=(2, h, w, 3)).astype(np.float32)
     expected = naive_local_correlation(pattern, content, k)
-    got = np.asarray(local_correlation(pattern, content, k))
+    got = np.asarray(local_correlation(pattern, content, k, method))
     # Measured: <= 3.5e-6 (float32 rounding of the logits and the weighted sum).
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
 
-def test_out_of_image_neighbours_are_excluded_not_zero_padded():
+@pytest.mark.parametrize("method", METHODS)
+def test_out_of_image_neighbours_are_excluded_not_zero_padded(method):
     # With zero pattern features every logit is 0: an excluded neighbour leaves a plain
     # mean over the in-image window, a zero-padded one would pull the corner towards 0.
     content = np.ones((1, 4, 4, 1), np.float32)
     pattern = np.zeros((1, 4, 4, 2), np.float32)
-    out = np.asarray(local_correlation(pattern, content, 3))
+    out = np.asarray(local_correlation(pattern, content, 3, method))
     np.testing.assert_allclose(out, 1.0, rtol=1e-6)
     # Corner of a 5x5 window: 9 of 25 positions exist; their mean, not a 25-mean.
     content = np.arange(36, dtype=np.float32).reshape(1, 6, 6, 1)
-    out = np.asarray(local_correlation(np.zeros((1, 6, 6, 1), np.float32), content, 5))
+    out = np.asarray(local_correlation(np.zeros((1, 6, 6, 1), np.float32), content, 5, method))
     np.testing.assert_allclose(out[0, 0, 0, 0], content[0, :3, :3, 0].mean(), rtol=1e-6)
 
 
-def test_large_and_negative_logits_match_reference():
+def test_formulations_agree_on_large_and_negative_logits():
     # Logits of several hundred and strongly negative ones: the exclusion gap must hold
     # whatever the scale (an outside position may never outweigh an inside one).
     rng = np.random.default_rng(0)
     pattern = 6.0 * rng.normal(size=(1, 12, 10, 8)).astype(np.float32)
     content = rng.normal(size=(1, 12, 10, 5)).astype(np.float32)
-    got = np.asarray(local_correlation(pattern, content, 5))
     expected = naive_local_correlation(pattern, content, 5)
-    assert np.isfinite(got).all()
-    np.testing.assert_allclose(got, expected, rtol=1e-5, atol=2e-5)
+    got = {m: np.asarray(local_correlation(pattern, content, 5, m)) for m in METHODS}
+    for method in METHODS:
+        assert np.isfinite(got[method]).all()
+        np.testing.assert_allclose(got[method], expected, rtol=1e-5, atol=2e-5)
+    np.testing.assert_allclose(got["depthwise"], got["windows"], rtol=1e-5, atol=1e-5)
 
 
 def test_window_kernel_gathers_each_position():
@@ -91,10 +95,13 @@ def test_rejects_bad_window(bad):
 def test_rejects_unknown_method():
     with pytest.raises(ValueError, match="method"):
         LCBlock(method="fft")
+    x = np.zeros((1, 4, 4, 2), np.float32)
+    with pytest.raises(ValueError, match="method"):
+        local_correlation(x, x, 3, "fft")
 
 
-@pytest.mark.parametrize("legacy", ["patches", "slices"])
-def test_legacy_method_configs_load_as_the_one_formulation(legacy):
+@pytest.mark.parametrize("legacy,successor", [("patches", "depthwise"), ("slices", "windows")])
+def test_legacy_method_configs_load_with_the_same_numbers(legacy, successor):
     # .keras files saved before the rewrite carry method="patches" or "slices".
     rng = np.random.default_rng(5)
     x = rng.normal(size=(1, 7, 6, 4)).astype(np.float32)
@@ -104,14 +111,15 @@ def test_legacy_method_configs_load_as_the_one_formulation(legacy):
     old = LCBlock.from_config(config)
     old(x)
     old.set_weights(block.get_weights())
-    assert old.method == "depthwise" and old.get_config()["method"] == "depthwise"
-    np.testing.assert_array_equal(np.asarray(old(x)), np.asarray(block(x)))
+    assert old.method == successor and old.get_config()["method"] == successor
+    np.testing.assert_allclose(np.asarray(old(x)), np.asarray(block(x)), atol=1e-6)
 
 
-def test_lcblock_is_shortcut_plus_restored_correlation():
+@pytest.mark.parametrize("method", METHODS)
+def test_lcblock_is_shortcut_plus_restored_correlation(method):
     rng = np.random.default_rng(1)
     x = rng.normal(size=(1, 9, 11, 8)).astype(np.float32)
-    block = LCBlock(squeeze_ratio=2, window_size=3)
+    block = LCBlock(squeeze_ratio=2, window_size=3, method=method)
     y = np.asarray(block(x))
     content = np.asarray(block.content_conv(x))
     pattern = np.asarray(block.pattern_conv(x))
@@ -145,8 +153,12 @@ from tests.keras_layers.test_local_correlation import naive_local_correlation
 rng = np.random.default_rng(7)
 p = rng.normal(size=(1, 6, 7, 3)).astype(np.float32)
 c = rng.normal(size=(1, 6, 7, 2)).astype(np.float32)
-got = keras.ops.convert_to_numpy(local_correlation(p, c, 5))
-print(keras.config.backend(), float(np.abs(got - naive_local_correlation(p, c, 5)).max()))
+ref = naive_local_correlation(p, c, 5)
+err = max(
+    float(np.abs(keras.ops.convert_to_numpy(local_correlation(p, c, 5, m)) - ref).max())
+    for m in ("depthwise", "windows")
+)
+print(keras.config.backend(), err)
 """
 
 

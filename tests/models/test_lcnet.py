@@ -78,7 +78,7 @@ def test_safe_mode_load_in_process(tmp_path):
     path = tmp_path / "m.keras"
     model.save(path)
     loaded = keras.models.load_model(path, safe_mode=True)
-    assert loaded.get_layer("dec1_lc0").method == "depthwise"
+    assert loaded.get_layer("dec1_lc0").method == "windows"
     x = np.random.default_rng(4).uniform(size=(1, 16, 24, 3)).astype(np.float32)
     np.testing.assert_array_equal(np.asarray(loaded(x)), np.asarray(model(x)))
 

@@ -55,9 +55,11 @@ def register(subparsers) -> None:
         "--verify-images", nargs="+", default=None, help="images/folders for PSNR (default: demo)"
     )
     p.add_argument("--verify-crop", default=None, help="centre-crop verification images, HxW")
-    p.add_argument("--no-lc", action="store_true", help="skip the LCBlock train-step benchmark")
-    p.add_argument("--lc-batch-size", type=int, default=4)
-    p.add_argument("--lc-patch-size", type=int, default=128)
+    p.add_argument(
+        "--no-lc", action="store_true", help="skip the LCBlock cost (LCNet vs num_lc_blocks=0)"
+    )
+    p.add_argument("--lc-batch-size", type=int, default=1)
+    p.add_argument("--lc-patch-size", type=int, default=256)
     p.add_argument("--lc-steps", type=int, default=5)
     p.add_argument("--artifacts-dir", default=None, help="keep the artifacts here")
     p.add_argument("--output", default="bench.json", help="JSON results (default: bench.json)")

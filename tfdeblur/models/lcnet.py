@@ -116,8 +116,9 @@ def lcnet(
         num_lc_blocks: LCBlocks per DBlock. Default 2.
         squeeze_ratio: LCBlock channel squeeze. Default 2.
         window_size: LCBlock correlation window. Default 5.
-        lc_method: LCBlock formulation, ``"depthwise"`` (the only one; the legacy
-            ``"patches"`` and ``"slices"`` map to it, see :class:`keras_layers.LCBlock`).
+        lc_method: LCBlock formulation, ``"depthwise"`` (default, the faster to train)
+            or ``"windows"`` (the exporters switch to it), same numbers; the legacy
+            ``"patches"`` / ``"slices"`` map to them (see :class:`keras_layers.LCBlock`).
         name: model name.
 
     Returns:
