@@ -116,11 +116,13 @@ def local_correlation(pattern, content, window_size: int = 5, method: str = "dep
     Keras backend and convert to TFLite builtins and to ONNX with dynamic H and W): the
     k x k windows of all channels are gathered at once, then one multiply-reduce gives the
     k*k logits, one softmax, one multiply-reduce the output. ``"depthwise"`` gathers with
-    one depthwise convolution of a fixed one-hot kernel (1 operator; the fastest in
-    TensorFlow, to train and in Keras inference); ``"windows"`` with padding and 2k
-    shifted slices (2k + 3 operators, plain copies: the fastest under TFLite/XNNPACK,
-    float32 and int8, where the one-hot convolution's k*k-fold multiply-adds cost 1.6x the
-    whole float32 file). Exclusion of the outside positions: the pattern gets one more channel,
+    one depthwise convolution of a fixed one-hot kernel (1 operator; in TensorFlow as
+    fast as the best former formulation, to train and in Keras inference); ``"windows"``
+    with padding and 2k shifted slices (2k + 4 operators of plain copies; what the
+    exporters use: under LiteRT/XNNPACK the one-hot convolution's k*k-fold multiply-adds,
+    1.4 GFLOPs for LCNet at 256x256, ran up to 2.3x slower than the copies, which were
+    never slower than the former slice-per-offset file; README "Benchmark"). Exclusion of
+    the outside positions: the pattern gets one more channel,
     ``s = sqrt(EXCLUSION_GAP)`` inside the image; the gather's zero padding makes it 0
     outside, so inside logits are ``x_i . x_j + s^2`` and outside ones exactly ``0``. The
     centre's logit ``|x_i|^2 + s^2 >= s^2``, so an outside position weighs at most
