@@ -66,6 +66,7 @@ def run(args: argparse.Namespace) -> int:
         overlap=args.overlap,
         compare=args.compare,
         on_frame=progress,
+        precision=args.precision,
     )
     if not args.quiet:
         print(file=sys.stderr)
