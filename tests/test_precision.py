@@ -46,9 +46,7 @@ def test_bfloat16_runner_is_within_its_tolerance_of_float32():
     x = np.random.default_rng(0).random((1, 32, 40, 3), dtype=np.float32)
     runner = KerasRunner(model, precision="bfloat16")
     assert runner.precision == "bfloat16" and runner.model is not model
-    assert {str(layer.dtype_policy.name) for layer in runner.model.layers[1:]} == {
-        "mixed_bfloat16"
-    }
+    assert {str(layer.dtype_policy.name) for layer in runner.model.layers[1:]} == {"mixed_bfloat16"}
     for new, old in zip(runner.model.weights, model.weights, strict=True):  # same weights
         assert new.dtype == "float32"
         np.testing.assert_array_equal(new.numpy(), old.numpy())
