@@ -64,7 +64,7 @@ IMAGE_EXTENSIONS = READ_EXTENSIONS
 # ---------------------------------------------------------------------------------------
 
 
-def _get_runner(model, preset=None, precision: str = "float32"):
+def _get_runner(model, preset=None, precision: str | None = None):
     from tfdeblur.inference import Runner, load_runner, with_precision
 
     if isinstance(model, Runner):
@@ -196,7 +196,7 @@ def deblur(
     overlap: int = 32,
     *,
     preset: str | None = None,
-    precision: str = "float32",
+    precision: str | None = None,
 ) -> np.ndarray:
     """Deblur one image.
 
@@ -212,8 +212,9 @@ def deblur(
             input shape is tiled with that shape instead (:func:`plan_tile`).
         overlap: minimum overlap between tiles, at most ``tile / 2``. Default 32.
         preset: model preset for registry names.
-        precision: ``"float32"`` (default), ``"bfloat16"`` or ``"auto"`` for Keras models
-            (see :mod:`tfdeblur.precision`); other formats refuse ``"bfloat16"``.
+        precision: ``"float32"``, ``"bfloat16"`` or ``"auto"`` for Keras models (see
+            :mod:`tfdeblur.precision`); None (default): a given Runner as it is, anything
+            else in float32; other formats refuse ``"bfloat16"``.
 
     Returns:
         The deblurred image, clamped to ``[0, 1]``: for a path, float32 ``(H, W, 3)``
@@ -230,7 +231,8 @@ def deblur(
     from tfdeblur.tiling import check_tiling
 
     check_tiling(tile, overlap)  # before a model is loaded
-    check_precision(precision)
+    if precision is not None:
+        check_precision(precision)
     if isinstance(image, (str, os.PathLike)):
         rgb = read_image(image, exif_orientation=True)
         shape, dtype = rgb.shape, np.dtype(np.float32)

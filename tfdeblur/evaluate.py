@@ -64,7 +64,7 @@ def evaluate(
     overlap: int = 32,
     quantize: bool = False,
     progress: Callable[[int, int, dict], None] | None = None,
-    precision: str = "float32",
+    precision: str | None = None,
 ) -> dict:
     """Evaluate a model on ``pairs`` (``tfdeblur.data.ImagePair``).
 
@@ -80,8 +80,9 @@ def evaluate(
         overlap: tile overlap.
         quantize: round outputs to 8 bits before scoring (what a saved PNG holds).
         progress: called as ``progress(done, total, row)`` after each image.
-        precision: ``"float32"`` (default), ``"bfloat16"`` or ``"auto"`` for Keras models
-            (see :mod:`tfdeblur.precision`).
+        precision: ``"float32"``, ``"bfloat16"`` or ``"auto"`` for Keras models (see
+            :mod:`tfdeblur.precision`); None (default): a given Runner as it is, anything
+            else in float32.
 
     Returns:
         ``{"psnr", "ssim", "ssim_matlab", "seconds", "psnr_blurry"}`` means over images,

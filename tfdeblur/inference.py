@@ -584,7 +584,7 @@ def load_runner(
     format: str | None = None,
     default_delegates: bool = True,
     providers=None,
-    precision: str = "float32",
+    precision: str | None = None,
 ) -> Runner:
     """Load a model of any supported format as a :class:`Runner`.
 
@@ -599,10 +599,11 @@ def load_runner(
         default_delegates: TFLite only: apply the default XNNPACK delegate (see
             :func:`tflite_interpreter`).
         providers: ONNX only: execution providers (default :func:`onnx_providers`).
-        precision: ``"float32"`` (default), ``"bfloat16"`` or ``"auto"`` (see
+        precision: ``"float32"``, ``"bfloat16"`` or ``"auto"`` (see
             :mod:`tfdeblur.precision`): a Keras model runs under ``mixed_bfloat16`` for
             ``"bfloat16"`` (and for ``"auto"`` where that is faster); other formats run
-            as exported and refuse ``"bfloat16"``.
+            as exported and refuse ``"bfloat16"``. None (default): a given
+            :class:`Runner` as it is, anything else in float32.
 
     Raises:
         FileNotFoundError: the model file does not exist.
@@ -612,21 +613,25 @@ def load_runner(
     """
     from tfdeblur.precision import check_precision
 
-    check_precision(precision)
+    if precision is not None:
+        check_precision(precision)
     runner = _load_runner(spec, preset, num_threads, format, default_delegates, providers)
     return with_precision(runner, precision)
 
 
-def with_precision(runner: Runner, precision: str) -> Runner:
+def with_precision(runner: Runner, precision: str | None) -> Runner:
     """``runner`` in ``precision`` (see :mod:`tfdeblur.precision`): itself when it already
-    runs so (or when ``precision`` is ``"auto"`` and resolves to its own), else a new
-    :class:`KerasRunner` of its model in that precision.
+    runs so, when ``precision`` is None, or when ``"auto"`` resolves to its own; else a
+    new :class:`KerasRunner` of its model in that precision.
 
     Raises:
-        ValueError: ``"bfloat16"`` for a non-Keras runner, naming its file.
+        ValueError: ``"bfloat16"`` for a non-Keras runner, naming its file; ``"float32"``
+            for a runner already in bfloat16 (load the model again).
     """
     from tfdeblur.precision import check_format, resolve_precision
 
+    if precision is None:
+        return runner
     check_format(precision, runner.kind, runner._label())
     if runner.kind != "keras":
         return runner

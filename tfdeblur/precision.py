@@ -1,9 +1,10 @@
 """Inference precision of Keras models: float32, or bfloat16 on CPUs with bf16 units.
 
 ``precision`` is one of :data:`PRECISIONS`, the value of ``--precision`` on ``tfdeblur
-deblur``, ``deblur-video``, ``eval`` and ``bench`` and of the ``precision=`` argument of
-:func:`tfdeblur.deblur`, :func:`tfdeblur.video.deblur_video`,
-:func:`tfdeblur.evaluate.evaluate` and :func:`tfdeblur.inference.load_runner`:
+deblur``, ``deblur-video``, ``eval`` and ``bench`` (default ``float32``) and of the
+``precision=`` argument of :func:`tfdeblur.deblur`, :func:`tfdeblur.video.deblur_video`,
+:func:`tfdeblur.evaluate.evaluate` and :func:`tfdeblur.inference.load_runner` (default
+None: a given :class:`tfdeblur.inference.Runner` as it is, a loaded model in float32):
 
 * ``"float32"``: the model as it is.
 * ``"bfloat16"``: a Keras model is rebuilt from its config under Keras' ``mixed_bfloat16``
@@ -34,11 +35,14 @@ PRECISIONS = ("auto", "float32", "bfloat16")
 
 #: Networks (registry names, as stored in a ``.keras`` file's model name) that run
 #: faster under ``mixed_bfloat16`` than in float32 on a CPU with AVX512-BF16, measured
-#: with ``tfdeblur bench --precision`` (see the README's precision section). LCNet is
-#: not among them: its local correlation is element-wise multiplies and sums, which
-#: bfloat16 does not speed up on CPUs (only matrix products and convolutions use the
-#: bf16 units), and the casts around them cost more than its convolutions gain.
-BF16_FASTER = frozenset({"deepdeblur", "sarn", "sarn_video", "saphn"})
+#: Keras graph mode at 256x256 on a 2-core AMD EPYC with AVX512-BF16 (see the README's
+#: precision section): DeepDeblur 2.4x, SARN 2.1x (SARN video runs SARN's network and a
+#: convolutional LSTM per frame). Not among them: LCNet (0.75x: its local correlation
+#: is element-wise multiplies and sums, which bfloat16 does not speed up on CPUs, only
+#: matrix products and convolutions use the bf16 units, and the casts around them cost
+#: more than its convolutions gain) and SAPHN (1.05x, within the noise: its
+#: pixel-dependent filters and attention softmaxes are element-wise or kept in float32).
+BF16_FASTER = frozenset({"deepdeblur", "sarn", "sarn_video"})
 
 _CPU_FLAGS = ("avx512_bf16", "amx_bf16")
 

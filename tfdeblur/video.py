@@ -233,7 +233,7 @@ def stream_video_model(model, frames: Iterable[np.ndarray]) -> Iterator[np.ndarr
         fill()
 
 
-def _as_runner(model, precision: str = "float32"):
+def _as_runner(model, precision: str | None = None):
     """``model`` (a Runner, ``keras.Model``, model file or registry name) as a Runner that
     can deblur a video, in ``precision`` (see :mod:`tfdeblur.precision`): a video network
     must be a Keras model to stream."""
@@ -270,7 +270,7 @@ def stream_deblur(
     *,
     tile: int | str | None = None,
     overlap: int = 32,
-    precision: str = "float32",
+    precision: str | None = None,
 ) -> Iterator[np.ndarray]:
     """Deblur a stream of frames, one unclamped float32 ``(H, W, 3)`` output per frame.
 
@@ -288,8 +288,9 @@ def stream_deblur(
         tile: tile side for image networks (None, int or ``"auto"``); video networks run
             on whole frames.
         overlap: tile overlap.
-        precision: ``"float32"`` (default), ``"bfloat16"`` or ``"auto"`` for Keras models
-            (see :mod:`tfdeblur.precision`).
+        precision: ``"float32"``, ``"bfloat16"`` or ``"auto"`` for Keras models (see
+            :mod:`tfdeblur.precision`); None (default): a given Runner as it is, anything
+            else in float32.
 
     Raises:
         ValueError: frames of different sizes or not ``(H, W, 3)``; a video network from a
@@ -380,7 +381,7 @@ def deblur_video(
     overlap: int = 32,
     compare: bool = False,
     on_frame: Callable[[int, int | None], None] | None = None,
-    precision: str = "float32",
+    precision: str | None = None,
 ) -> dict:
     """Deblur a video file or a folder of frames into a video file or a folder of PNGs.
 
@@ -400,8 +401,9 @@ def deblur_video(
         compare: also write the comparison image of the middle frame
             (:func:`tfdeblur.deblurring.compare_path` of ``target``).
         on_frame: called as ``on_frame(done, total_or_None)`` after each frame.
-        precision: ``"float32"`` (default), ``"bfloat16"`` or ``"auto"`` for Keras models
-            (see :mod:`tfdeblur.precision`).
+        precision: ``"float32"``, ``"bfloat16"`` or ``"auto"`` for Keras models (see
+            :mod:`tfdeblur.precision`); None (default): a given Runner as it is, anything
+            else in float32.
 
     Returns:
         ``{"frames": n, "fps": fps, "seconds": model time, "target": path}``.

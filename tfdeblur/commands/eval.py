@@ -101,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
     results = evaluate(
         runner, pairs, csv_path=csv_path, limit=args.limit, tile=tile,
         overlap=args.overlap, quantize=args.quantize, progress=progress,
+        precision=args.precision,
     )  # fmt: skip
     network = args.network or (runner.name if runner.name in list_models() else None)
     files = _outputs(csv_path)
@@ -117,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         "tile": tile,
         "overlap": args.overlap,
         "quantize": args.quantize,
+        "precision": runner.precision,
         "psnr": "RGB in [0, 1], no border crop",
         "ssim": "skimage structural_similarity(channel_axis=-1, gaussian_weights=True, "
         "sigma=1.5, use_sample_covariance=False, data_range=1)",
