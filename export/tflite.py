@@ -24,7 +24,8 @@ XNNPACK delegate and split its partitions; the layers avoid them where a formula
 without them exists (SAPHN's patch split is an even ``SPLIT``, its attention reshapes to
 constant shapes), and what is left (the models' pad-to-multiple and crop, on 3-channel
 images) costs little: LCNet without LCBlocks, SARN, SAPHN and DeepDeblur files resized
-to 256x256 run within 1.1x of files fixed at that size (2-core AMD EPYC). The
+to 256x256 run within the noise (1.0-1.35x) of files fixed at that size (2-core AMD EPYC,
+loaded by other jobs). The
 ``"slices"`` formulation of LCBlock slices shifted windows at computed sizes and is
 what makes LCNet's any-size file slower (2.7x at 256x256). ``input_size`` fixes the
 size for a fully static graph.
