@@ -48,7 +48,7 @@ from collections.abc import Callable, Iterable, Iterator
 import numpy as np
 
 from tfdeblur.data.video import natural_key
-from tfdeblur.fileio import atomic_path
+from tfdeblur.fileio import atomic_path, check_output_path
 from tfdeblur.image_io import READ_EXTENSIONS, read_image, write_image
 
 #: Extensions treated as video files.
@@ -94,8 +94,28 @@ def list_frames(folder) -> list[pathlib.Path]:
     return sorted(frames, key=lambda p: natural_key(p.name))
 
 
+class TruncatedVideoError(ValueError):
+    """A video gave fewer frames than its header declares (a cut or damaged file)."""
+
+
+_FFMPEG_BANNER = ("ffmpeg version", "built with", "configuration:", "lib", "=== stderr ===")
+
+
+def _ffmpeg_reason(err: BaseException) -> str:
+    """imageio-ffmpeg's error without ffmpeg's version banner (which it quotes in full):
+    its first line, and the last line ffmpeg printed about the file."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    details = [line for line in lines[1:] if not line.startswith(_FFMPEG_BANNER)]
+    return lines[0] + (f" ({details[-1]})" if details else "")
+
+
 def _video_header(path) -> tuple[float, int | None]:
-    """(frame rate, frame count or None when the header does not give it) of a video file.
+    """(frame rate, declared frame count or None) of a video file.
+
+    The count is the header's frame count where it has one, else its duration times its
+    frame rate (what ffmpeg reports for MP4/MKV), rounded.
 
     Raises:
         ValueError: unreadable file or no frame rate.
@@ -105,13 +125,26 @@ def _video_header(path) -> tuple[float, int | None]:
     try:
         meta = iio.immeta(str(path), plugin="FFMPEG")
     except Exception as err:  # imageio/ffmpeg raise OSError, RuntimeError, IndexError, ...
-        raise ValueError(f"Cannot read video {str(path)!r}: {err}") from err
+        raise ValueError(f"Cannot read video {str(path)!r}: {_ffmpeg_reason(err)}") from None
     fps = meta.get("fps")
     if not fps or not np.isfinite(fps):
         raise ValueError(f"Video {str(path)!r} has no frame rate in its header.")
     total = meta.get("nframes")
-    total = int(total) if isinstance(total, (int, float)) and np.isfinite(total) else None
-    return float(fps), total
+    duration = meta.get("duration")
+    if not (isinstance(total, (int, float)) and np.isfinite(total)):
+        valid = isinstance(duration, (int, float)) and np.isfinite(duration) and duration > 0
+        total = round(duration * fps) if valid else None
+    return float(fps), None if total is None else int(total)
+
+
+def check_frame_count(path, read: int, declared: int | None) -> None:
+    """Raise :class:`TruncatedVideoError` when ``read`` frames fall short of the
+    ``declared`` count by more than rounding (one frame, or 1% of long videos)."""
+    if declared and declared - read > max(1, declared // 100):
+        raise TruncatedVideoError(
+            f"Video {str(path)!r} is truncated or damaged: its header declares {declared} "
+            f"frames but only {read} could be decoded"
+        )
 
 
 def iter_frames(source) -> Iterator[tuple[str, np.ndarray]]:
@@ -140,7 +173,7 @@ def iter_frames(source) -> Iterator[tuple[str, np.ndarray]]:
                 frame = np.repeat(frame[..., None], 3, axis=-1)
             yield f"frame_{index:06d}.png", frame[..., :3].astype(np.float32) / np.float32(255)
     except Exception as err:  # imageio/ffmpeg raise OSError, RuntimeError, IndexError, ...
-        raise ValueError(f"Cannot decode video {str(source)!r}: {err}") from err
+        raise ValueError(f"Cannot decode video {str(source)!r}: {_ffmpeg_reason(err)}") from None
 
 
 # ---------------------------------------------------------------------------------------
@@ -233,12 +266,13 @@ def stream_video_model(model, frames: Iterable[np.ndarray]) -> Iterator[np.ndarr
         fill()
 
 
-def _as_runner(model):
+def _as_runner(model, precision: str | None = None):
     """``model`` (a Runner, ``keras.Model``, model file or registry name) as a Runner that
-    can deblur a video: a video network must be a Keras model to stream."""
+    can deblur a video, in ``precision`` (see :mod:`tfdeblur.precision`): a video network
+    must be a Keras model to stream."""
     from tfdeblur.inference import load_runner
 
-    runner = load_runner(model)
+    runner = load_runner(model, precision=precision)
     if runner.is_video and runner.kind != "keras":
         raise ValueError(
             f"Video network {runner.name!r} from a {runner.kind} file cannot stream; "
@@ -264,7 +298,12 @@ def _checked_frames(frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
 
 
 def stream_deblur(
-    model, frames: Iterable[np.ndarray], *, tile: int | str | None = None, overlap: int = 32
+    model,
+    frames: Iterable[np.ndarray],
+    *,
+    tile: int | str | None = None,
+    overlap: int = 32,
+    precision: str | None = None,
 ) -> Iterator[np.ndarray]:
     """Deblur a stream of frames, one unclamped float32 ``(H, W, 3)`` output per frame.
 
@@ -282,12 +321,15 @@ def stream_deblur(
         tile: tile side for image networks (None, int or ``"auto"``); video networks run
             on whole frames.
         overlap: tile overlap.
+        precision: ``"float32"``, ``"bfloat16"`` or ``"auto"`` for Keras models (see
+            :mod:`tfdeblur.precision`); None (default): a given Runner as it is, anything
+            else in float32.
 
     Raises:
         ValueError: frames of different sizes or not ``(H, W, 3)``; a video network from a
             ``.tflite``/``.onnx`` file, or without a ``FrameRecurrence`` layer.
     """
-    runner = _as_runner(model)
+    runner = _as_runner(model, precision)
     if runner.is_video:
         yield from stream_video_model(runner.model, _checked_frames(frames))
         return
@@ -372,6 +414,7 @@ def deblur_video(
     overlap: int = 32,
     compare: bool = False,
     on_frame: Callable[[int, int | None], None] | None = None,
+    precision: str | None = None,
 ) -> dict:
     """Deblur a video file or a folder of frames into a video file or a folder of PNGs.
 
@@ -391,12 +434,17 @@ def deblur_video(
         compare: also write the comparison image of the middle frame
             (:func:`tfdeblur.deblurring.compare_path` of ``target``).
         on_frame: called as ``on_frame(done, total_or_None)`` after each frame.
+        precision: ``"float32"``, ``"bfloat16"`` or ``"auto"`` for Keras models (see
+            :mod:`tfdeblur.precision`); None (default): a given Runner as it is, anything
+            else in float32.
 
     Returns:
         ``{"frames": n, "fps": fps, "seconds": model time, "target": path}``.
 
     Raises:
         FileNotFoundError: ``source`` does not exist.
+        TruncatedVideoError: a video file gave fewer frames than its header declares
+            (:func:`check_frame_count`); an output video is then not written.
         ValueError: ``target`` is ``source``, bad ``fps``, unreadable input, no frames,
             frames of different sizes, a video network given as ``.tflite``/``.onnx``,
             two frames that would be written to one PNG, or a comparison image that would
@@ -407,6 +455,7 @@ def deblur_video(
         raise FileNotFoundError(f"Video input {str(source)!r} does not exist.")
     if source.resolve() == target.resolve():
         raise ValueError(f"Output {str(target)!r} is the input; choose another path.")
+    check_output_path(target, "output", directory=not is_video_file(target))
     if fps is not None and (not np.isfinite(fps) or fps <= 0):
         raise ValueError(f"fps must be a positive number, got {fps!r}.")
     inputs = list_frames(source) if source.is_dir() else [source]
@@ -426,7 +475,7 @@ def deblur_video(
                 f"The comparison image {str(compare_path(target))!r} would overwrite an "
                 "input; choose another output."
             )
-    runner = _as_runner(model)
+    runner = _as_runner(model, precision)
     if source.is_dir():
         total = len(inputs)
         fps = DEFAULT_FPS if fps is None else fps
@@ -475,6 +524,16 @@ def deblur_video(
             if on_frame is not None:
                 on_frame(count, total)
             out = next_output()
+        if not source.is_dir():
+            try:
+                check_frame_count(source, count, total)
+            except TruncatedVideoError as err:
+                kept = (
+                    f"; the {count} frames before the damage were written to {str(target)!r}"
+                    if not is_video_file(target)
+                    else f"; nothing was written to {str(target)!r}"
+                )
+                raise TruncatedVideoError(f"{err}{kept}.") from None
     if compare and middle is not None:
         from tfdeblur.compare import comparison_image
         from tfdeblur.deblurring import compare_path
