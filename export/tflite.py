@@ -455,6 +455,13 @@ def tflite(
     path = check_output_path(path, "tflite")
     input_size = parse_input_size(input_size)
     prepared, switches, frozen = _prepared_and_frozen(model, input_size, verbose)
+    if verbose:  # the conversion (and int8 calibration) prints nothing for a while
+        calibration = (
+            f", calibrating int8 on {num_calibration_samples} crops"
+            if quantization == "int8"
+            else ""
+        )
+        print(f"export: converting {model.name!r} to TFLite ({quantization}{calibration}) ...")
     content = convert(
         prepared,
         quantization,
