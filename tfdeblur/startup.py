@@ -93,37 +93,41 @@ def _quiet_python_loggers() -> None:
 
 @contextlib.contextmanager
 def _stderr_filtered():
-    """File descriptor 2 into a temporary file for the block; afterwards its lines that
-    are not :data:`LOG_LINE` go to the real stderr (every line if the block raised)."""
+    """File descriptor 2 (where the C++ libraries write, whatever ``sys.stderr`` is) into
+    a temporary file for the block; afterwards its lines that are not :data:`LOG_LINE` go
+    back to descriptor 2 (every line if the block raised)."""
     try:
-        fd = sys.stderr.fileno()
-    except (AttributeError, OSError, ValueError):  # no real stderr (captured, embedded)
+        saved = os.dup(2)
+    except OSError:  # no stderr at all
         yield
         return
-    sys.stderr.flush()
-    saved = os.dup(fd)
     failed = False
     with tempfile.TemporaryFile(mode="w+b") as capture:
-        os.dup2(capture.fileno(), fd)
+        _flush_stderr()
+        os.dup2(capture.fileno(), 2)
         try:
             yield
         except BaseException:
             failed = True
             raise
         finally:
-            sys.stderr.flush()
-            os.dup2(saved, fd)
+            _flush_stderr()
+            os.dup2(saved, 2)
             os.close(saved)
             capture.seek(0)
-            text = capture.read().decode("utf-8", "replace")
+            lines = capture.read().splitlines(keepends=True)
             kept = [
                 line
-                for line in text.splitlines(keepends=True)
-                if failed or not LOG_LINE.match(line)
+                for line in lines
+                if failed or not LOG_LINE.match(line.decode("utf-8", "replace"))
             ]
             if kept:
-                sys.stderr.write("".join(kept))
-                sys.stderr.flush()
+                os.write(2, b"".join(kept))
+
+
+def _flush_stderr() -> None:
+    with contextlib.suppress(AttributeError, OSError, ValueError):
+        sys.stderr.flush()
 
 
 def when_imported(name: str, callback: Callable[[], object]) -> None:
