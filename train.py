@@ -78,7 +78,10 @@ def build_parser() -> argparse.ArgumentParser:
     length.add_argument("--epochs", type=int, default=None)
     length.add_argument("--iterations", type=int, default=None)
     p.add_argument(
-        "--steps-per-epoch", type=int, default=None, help="default: training pairs / batch"
+        "--steps-per-epoch",
+        type=int,
+        default=None,
+        help="default: the preset's (100 for demo presets), else training pairs / batch",
     )
     p.add_argument("--blur-key", choices=["blur", "blur_gamma"], default=None)
     p.add_argument("--loss", type=_loss_terms, default=None, help="e.g. l1=1,perceptual=0.1")

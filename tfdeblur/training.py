@@ -294,11 +294,12 @@ def _training_graph_options(model: keras.Model):
     if not broken:
         yield
         return
+    previous = tf.config.optimizer.get_experimental_options().get("remapping", True)
     tf.config.optimizer.set_experimental_options({"remapping": False})
     try:
         yield
     finally:
-        tf.config.optimizer.set_experimental_options({"remapping": True})
+        tf.config.optimizer.set_experimental_options({"remapping": previous})
 
 
 def make_lr_schedule(settings: Mapping[str, Any], steps_per_epoch: int, total_steps: int):
