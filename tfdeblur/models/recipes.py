@@ -6,20 +6,21 @@ from collections.abc import Mapping
 from typing import Any
 
 
-def demo_recipe(base: Mapping[str, Any], **changes: Any) -> dict[str, Any]:
+def demo_recipe(
+    base: Mapping[str, Any], iterations: int, validations: int = 5, **changes: Any
+) -> dict[str, Any]:
     """The ``demo`` training preset of a heavy network, derived from one of its recipes.
 
     ``--data demo`` runs it (``python train.py --model NAME --data demo``): the ``base``
     recipe's loss, augmentation and data kind on the network's ``tiny`` model preset,
     batch 4 of 64x64 patches of the 24 demo pairs (64 is a multiple of every network's
-    internal padding), a 1e-3 rate (the papers' rates barely move a network in a few
-    hundred steps) divided by 10 for the last fifth of the ``iterations`` (the constant
-    rate's noise otherwise decides the final number), epochs of 100 steps (not 6: one pass
-    over 24 pairs) and validation on every demo test frame every second epoch, so that at
-    most a fifth of the run is spent validating. ``changes`` set the length
-    (``iterations``, required) and anything else.
+    internal padding), ``iterations`` steps at a 1e-3 rate (the papers' rates barely move
+    a network in a few hundred steps) divided by 10 for the last fifth (the constant
+    rate's noise otherwise decides the final number), in ``validations`` epochs, each
+    ending with a validation on every demo test frame. One pass over the 24 pairs would
+    make 6-step epochs whose validations and checkpoints cost more than the training;
+    these keep validation under a fifth of the run. ``changes`` set anything else.
     """
-    steps = int(changes["iterations"])
     recipe = {key: value for key, value in base.items() if key not in ("epochs", "iterations")}
     recipe.update(
         model_preset="tiny",
@@ -28,12 +29,13 @@ def demo_recipe(base: Mapping[str, Any], **changes: Any) -> dict[str, Any]:
         learning_rate=1e-3,
         lr_schedule={
             "type": "multistep",
-            "milestones": [steps * 4 // 5],
+            "milestones": [iterations * 4 // 5],
             "unit": "iterations",
             "factor": 0.1,
         },
-        steps_per_epoch=100,
-        validate_every=2,
+        iterations=iterations,
+        steps_per_epoch=iterations // validations,
+        validate_every=1,
         max_val_images=None,
     )
     recipe.update(changes)

@@ -152,11 +152,11 @@ TRAIN_TINY = {
 }
 TRAIN_VIDEO_TINY = {**TRAIN_TINY, "data": "clips", "clip_length": 3}
 
-# ``--data demo``. Images: 1000 steps. Video: clips of 3 frames (each step unrolls 3
-# recurrences), batch 2, 600 steps, validation on the 6 test clips.
+# ``--data demo``. Images: 1000 steps in 5 validated epochs. Video: clips of 3 frames (each
+# step unrolls 3 recurrences), batch 2, 600 steps in 3 epochs, validation on the 6 test clips.
 TRAIN_DEMO = demo_recipe(TRAIN_PAPER, iterations=1000)
 TRAIN_VIDEO_DEMO = demo_recipe(
-    TRAIN_PAPER, batch_size=2, iterations=600, data="clips", clip_length=3
+    TRAIN_PAPER, iterations=600, validations=3, batch_size=2, data="clips", clip_length=3
 )
 
 
