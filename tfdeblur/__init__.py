@@ -8,6 +8,7 @@ The package itself imports neither, and its functions load on first use, so that
 """
 
 import importlib
+import importlib.util
 
 from tfdeblur.startup import when_imported
 
@@ -30,9 +31,12 @@ when_imported("keras", lambda: importlib.import_module("keras_layers"))
 
 
 def __getattr__(name: str):
-    if name not in _API:
+    if name in _API:
+        value = getattr(importlib.import_module(_API[name]), name)
+    elif not name.startswith("_") and importlib.util.find_spec(f"{__name__}.{name}"):
+        value = importlib.import_module(f"{__name__}.{name}")  # tfdeblur.data, ...
+    else:
         raise AttributeError(f"module 'tfdeblur' has no attribute {name!r}")
-    value = getattr(importlib.import_module(_API[name]), name)
     globals()[name] = value
     return value
 
