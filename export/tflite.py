@@ -325,12 +325,15 @@ class _DropMessages(logging.Filter):
 
 @contextlib.contextmanager
 def _quiet_converter():
-    """Silence two converter messages that do not apply here (frozen input, pinned range)."""
+    """Silence two converter messages that do not apply here (frozen input, pinned range),
+    and the quantizer's C++ log lines (:func:`tfdeblur.startup.stderr_without_log_lines`)."""
+    from tfdeblur.startup import stderr_without_log_lines
+
     log_filter = _DropMessages("trackable_obj", "Statistics for quantized inputs")
     absl_logger = logging.getLogger("absl")
     absl_logger.addFilter(log_filter)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), stderr_without_log_lines():
             warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
             yield
     finally:

@@ -80,12 +80,12 @@ def test_an_out_of_date_catalog_fails_loudly(monkeypatch):
 
 
 def test_log_lines_written_while_tensorflow_loads_are_dropped(capfd):
-    with startup._stderr_filtered():
+    with startup.stderr_without_log_lines():
         os.write(2, b"I0000 00:00:1796407011.191903    5170 port.cc:153] oneDNN notice\n")
         os.write(2, b"WARNING: All log messages before absl::InitializeLog() is called ...\n")
         os.write(2, b"a line for a person\n")
     assert capfd.readouterr().err == "a line for a person\n"
-    with pytest.raises(ImportError), startup._stderr_filtered():
+    with pytest.raises(ImportError), startup.stderr_without_log_lines():
         os.write(2, b"E0000 00:00:1.0   1 loader.cc:1] why the import failed\n")
         raise ImportError("no")
     assert "why the import failed" in capfd.readouterr().err  # all of it when it fails

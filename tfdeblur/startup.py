@@ -43,11 +43,13 @@ from collections.abc import Callable
 VERBOSE_ENV = "TFDEBLUR_VERBOSE"
 
 #: A line TensorFlow's libraries log: absl/glog (``I0000 00:00:17... file.cc:12] ...``),
-#: absl's pre-initialisation notice, and the second line of the CPU-feature notice.
+#: absl's pre-initialisation notice, the second line of the CPU-feature notice, and the
+#: TFLite quantizer's ``fully_quantize: 0, inference_type: 6, ...`` (printed directly).
 LOG_LINE = re.compile(
     r"^(?:[IWEF]\d{4} [\d:.]+ +\d+ [\w./-]+:\d+\] "
     r"|WARNING: All log messages before absl::InitializeLog\(\) is called"
-    r"|To enable the following instructions: .* rebuild TensorFlow)"
+    r"|To enable the following instructions: .* rebuild TensorFlow"
+    r"|fully_quantize: \d+, inference_type: )"
 )
 
 _LOUD_PACKAGES = r"(?:tensorflow|keras|absl|tf2onnx|onnx|google\.protobuf)(?:\.|$)"
@@ -76,7 +78,7 @@ def quiet_logs(verbose: bool = False) -> bool:
     warnings.filterwarnings("ignore", module=_LOUD_PACKAGES)
     warnings.formatwarning = _one_line_warning
     if "tensorflow" not in sys.modules:
-        _wrap_import("tensorflow", around=_stderr_filtered, after=_quiet_python_loggers)
+        _wrap_import("tensorflow", around=stderr_without_log_lines, after=_quiet_python_loggers)
     return True
 
 
@@ -92,10 +94,15 @@ def _quiet_python_loggers() -> None:
 
 
 @contextlib.contextmanager
-def _stderr_filtered():
+def stderr_without_log_lines():
     """File descriptor 2 (where the C++ libraries write, whatever ``sys.stderr`` is) into
     a temporary file for the block; afterwards its lines that are not :data:`LOG_LINE` go
-    back to descriptor 2 (every line if the block raised)."""
+    back to descriptor 2 (every line if the block raised). Does nothing in verbose mode
+    (``TFDEBLUR_VERBOSE``). Also for steps that print C++ lines of their own (the TFLite
+    converter)."""
+    if verbose_requested():
+        yield
+        return
     try:
         saved = os.dup(2)
     except OSError:  # no stderr at all
