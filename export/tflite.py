@@ -331,12 +331,15 @@ class _DropMessages(logging.Filter):
 
 @contextlib.contextmanager
 def _quiet_converter():
-    """Silence two converter messages that do not apply here (frozen input, pinned range)."""
+    """Silence two converter messages that do not apply here (frozen input, pinned range),
+    and the quantizer's C++ log lines (:func:`tfdeblur.startup.stderr_without_log_lines`)."""
+    from tfdeblur.startup import stderr_without_log_lines
+
     log_filter = _DropMessages("trackable_obj", "Statistics for quantized inputs")
     absl_logger = logging.getLogger("absl")
     absl_logger.addFilter(log_filter)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), stderr_without_log_lines():
             warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
             yield
     finally:
@@ -461,6 +464,13 @@ def tflite(
     path = check_output_path(path, "tflite")
     input_size = parse_input_size(input_size)
     prepared, switches, frozen = _prepared_and_frozen(model, input_size, verbose)
+    if verbose:  # the conversion (and int8 calibration) prints nothing for a while
+        calibration = (
+            f", calibrating int8 on {num_calibration_samples} crops"
+            if quantization == "int8"
+            else ""
+        )
+        print(f"export: converting {model.name!r} to TFLite ({quantization}{calibration}) ...")
     content = convert(
         prepared,
         quantization,

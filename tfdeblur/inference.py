@@ -49,11 +49,8 @@ import warnings
 import keras
 import numpy as np
 
-#: Model formats a :class:`Runner` runs (``export`` writes the same four).
-FORMATS = ("saved_model", "keras", "tflite", "onnx")
-
-#: File suffix of each single-file format, matched exactly (a SavedModel is a directory).
-SUFFIXES = {"keras": ".keras", "tflite": ".tflite", "onnx": ".onnx"}
+# Model formats a :class:`Runner` runs (``export`` writes the same four), and their suffixes.
+from tfdeblur.options import FORMATS, SUFFIXES  # noqa: F401
 
 
 def default_num_threads() -> int:
