@@ -7,12 +7,25 @@ TFLite/ONNX file has to know the multiple.
 
 Padding is with zeros (``PAD`` in TFLite, constant ``Pad`` in ONNX): it works for any
 input size, including inputs smaller than the multiple, where reflection would fail.
+
+Backends: written with ``keras.ops``. Under JAX and PyTorch every shape is concrete when
+the layer runs, so the pads are Python ints. Under TensorFlow H and W may be unknown
+(any-size exports), and the pads are computed in the graph with two TFLite/tf2onnx
+workarounds (see :meth:`PadToMultiple.call`); both paths give the same numbers (zeros
+at the bottom/right), tested in ``tests/keras_layers/test_basic_layers.py`` and by the
+cross-backend reload tests.
 """
 
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
+from keras import ops
+
+
+def _pad_amount(n, multiple):
+    # (m - n % m) % m rather than (-n) % m: tf2onnx lowers FloorMod on integers to a
+    # truncating Div, which gets negative operands wrong (ONNX pads by -1 instead of 7).
+    return (multiple - n % multiple) % multiple
 
 
 @keras.saving.register_keras_serializable(package="tfdeblur")
@@ -32,11 +45,15 @@ class PadToMultiple(keras.layers.Layer):
     def call(self, inputs):
         if self.multiple == 1:
             return inputs
-        shape = tf.shape(inputs)
-        # (m - n % m) % m rather than (-n) % m: tf2onnx lowers FloorMod on integers to a
-        # truncating Div, which gets negative operands wrong (ONNX pads by -1 instead of 7).
-        pad_h = (self.multiple - shape[1] % self.multiple) % self.multiple
-        pad_w = (self.multiple - shape[2] % self.multiple) % self.multiple
+        shape = ops.shape(inputs)
+        pad_h = _pad_amount(shape[1], self.multiple)
+        pad_w = _pad_amount(shape[2], self.multiple)
+        if isinstance(pad_h, int) and isinstance(pad_w, int):
+            # Static H, W (every JAX/PyTorch call, fixed-size exports): constant pads.
+            return ops.pad(inputs, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
+        # Unknown H or W: only a TensorFlow graph has them (any-size exports).
+        import tensorflow as tf
+
         padded = tf.pad(inputs, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
         # tf.pad with dynamic paddings loses every static dim; the TFLite converter then
         # cannot lower the next Conv2D (unknown input channels) with dynamic H, W. A
@@ -63,7 +80,7 @@ class CropToReference(keras.layers.Layer):
 
     def call(self, inputs):
         tensor, reference = inputs
-        shape = tf.shape(reference)
+        shape = ops.shape(reference)
         return tensor[:, : shape[1], : shape[2], :]
 
     def compute_output_shape(self, input_shape):

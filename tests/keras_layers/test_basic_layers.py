@@ -59,3 +59,21 @@ def test_pad_in_functional_model_with_dynamic_shape():
     assert model(np.zeros((1, 5, 9, 3), np.float32)).shape == (1, 8, 12, 3)
     with pytest.raises(ValueError, match="multiple"):
         PadToMultiple(0)
+
+
+@pytest.mark.tf_only
+def test_pad_with_unknown_size_in_a_graph_equals_the_static_pads():
+    # Any-size exports trace with H, W unknown: the pads are then computed in the graph
+    # (TensorFlow's path); eager calls see concrete shapes and pad by constants.
+    import tensorflow as tf
+
+    layer, crop = PadToMultiple(8), CropToReference()
+    graph = tf.function(
+        lambda t: (layer(t), crop([layer(t), t])),
+        input_signature=[tf.TensorSpec((None, None, None, 3), tf.float32)],
+    )
+    x = np.random.default_rng(1).normal(size=(2, 5, 11, 3)).astype(np.float32)
+    padded, cropped = graph(tf.constant(x))
+    assert padded.shape[-1] == 3  # the static channel count survives the dynamic pad
+    np.testing.assert_array_equal(padded.numpy(), to_numpy(layer(x)))
+    np.testing.assert_array_equal(cropped.numpy(), x)

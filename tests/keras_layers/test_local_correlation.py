@@ -6,7 +6,7 @@ import pytest
 
 from keras_layers import LCBlock, local_correlation
 from keras_layers.local_correlation import METHODS, window_kernel
-from tests.utils import assert_layer_config_roundtrip
+from tests.utils import assert_layer_config_roundtrip, to_numpy
 
 
 def naive_local_correlation(pattern, content, k):
@@ -38,7 +38,7 @@ def test_matches_naive_reference_including_borders(method, k, h, w):
     pattern = rng.normal(size=(2, h, w, 4)).astype(np.float32)
     content = rng.normal(size=(2, h, w, 3)).astype(np.float32)
     expected = naive_local_correlation(pattern, content, k)
-    got = np.asarray(local_correlation(pattern, content, k, method))
+    got = to_numpy(local_correlation(pattern, content, k, method))
     # Measured: <= 3.5e-6 (float32 rounding of the logits and the weighted sum).
     np.testing.assert_allclose(got, expected, rtol=1e-5, atol=1e-5)
 
@@ -49,11 +49,11 @@ def test_out_of_image_neighbours_are_excluded_not_zero_padded(method):
     # mean over the in-image window, a zero-padded one would pull the corner towards 0.
     content = np.ones((1, 4, 4, 1), np.float32)
     pattern = np.zeros((1, 4, 4, 2), np.float32)
-    out = np.asarray(local_correlation(pattern, content, 3, method))
+    out = to_numpy(local_correlation(pattern, content, 3, method))
     np.testing.assert_allclose(out, 1.0, rtol=1e-6)
     # Corner of a 5x5 window: 9 of 25 positions exist; their mean, not a 25-mean.
     content = np.arange(36, dtype=np.float32).reshape(1, 6, 6, 1)
-    out = np.asarray(local_correlation(np.zeros((1, 6, 6, 1), np.float32), content, 5, method))
+    out = to_numpy(local_correlation(np.zeros((1, 6, 6, 1), np.float32), content, 5, method))
     np.testing.assert_allclose(out[0, 0, 0, 0], content[0, :3, :3, 0].mean(), rtol=1e-6)
 
 
@@ -64,7 +64,7 @@ def test_formulations_agree_on_large_and_negative_logits():
     pattern = 6.0 * rng.normal(size=(1, 12, 10, 8)).astype(np.float32)
     content = rng.normal(size=(1, 12, 10, 5)).astype(np.float32)
     expected = naive_local_correlation(pattern, content, 5)
-    got = {m: np.asarray(local_correlation(pattern, content, 5, m)) for m in METHODS}
+    got = {m: to_numpy(local_correlation(pattern, content, 5, m)) for m in METHODS}
     for method in METHODS:
         assert np.isfinite(got[method]).all()
         np.testing.assert_allclose(got[method], expected, rtol=1e-5, atol=2e-5)
@@ -75,7 +75,7 @@ def test_window_kernel_gathers_each_position():
     rng = np.random.default_rng(2)
     x = rng.normal(size=(1, 5, 6, 2)).astype(np.float32)
     k, r = 3, 1
-    out = np.asarray(keras.ops.depthwise_conv(x, window_kernel(2, k), 1, "same"))
+    out = to_numpy(keras.ops.depthwise_conv(x, window_kernel(2, k), 1, "same"))
     padded = np.pad(x, [(0, 0), (r, r), (r, r), (0, 0)])
     for c in range(2):
         for n in range(k * k):
@@ -112,7 +112,7 @@ def test_legacy_method_configs_load_with_the_same_numbers(legacy, successor):
     old(x)
     old.set_weights(block.get_weights())
     assert old.method == successor and old.get_config()["method"] == successor
-    np.testing.assert_allclose(np.asarray(old(x)), np.asarray(block(x)), atol=1e-6)
+    np.testing.assert_allclose(to_numpy(old(x)), to_numpy(block(x)), atol=1e-6)
 
 
 @pytest.mark.parametrize("method", METHODS)
@@ -120,12 +120,12 @@ def test_lcblock_is_shortcut_plus_restored_correlation(method):
     rng = np.random.default_rng(1)
     x = rng.normal(size=(1, 9, 11, 8)).astype(np.float32)
     block = LCBlock(squeeze_ratio=2, window_size=3, method=method)
-    y = np.asarray(block(x))
-    content = np.asarray(block.content_conv(x))
-    pattern = np.asarray(block.pattern_conv(x))
+    y = to_numpy(block(x))
+    content = to_numpy(block.content_conv(x))
+    pattern = to_numpy(block.pattern_conv(x))
     assert content.shape[-1] == 4 and pattern.shape[-1] == 4
     corr = naive_local_correlation(pattern, content, 3).astype(np.float32)
-    expected = x + np.asarray(block.restore_conv(corr))
+    expected = x + to_numpy(block.restore_conv(corr))
     np.testing.assert_allclose(y, expected, rtol=1e-4, atol=1e-4)
     # 3 convs of 3x3: (8*4*9 + 4) * 2 + (4*8*9 + 8)
     assert block.count_params() == 2 * (8 * 4 * 9 + 4) + (4 * 8 * 9 + 8)
