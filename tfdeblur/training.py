@@ -814,6 +814,44 @@ def _resume_point(config: TrainConfig, out_dir: pathlib.Path) -> tuple[str | Non
     return latest, int(tf.train.load_variable(latest, "epoch/.ATTRIBUTES/VARIABLE_VALUE"))
 
 
+def _check_same_run(
+    out_dir: pathlib.Path, latest: str, model: str, settings: Mapping[str, Any], policy: str
+) -> None:
+    """Refuse to resume ``latest`` with another ``--model``, ``--model-preset``, ``--loss``
+    or ``--mixed-precision`` than the run that wrote it (its ``train_config.json`` and
+    ``train_settings.json`` in ``out_dir``; a checkpoint without them is left to
+    :func:`_restore`'s structural check). Some of these changes would restore without
+    error (another loss, or dropping the adversarial term) and silently train another
+    recipe.
+
+    Raises:
+        ValueError: naming the checkpoint, each differing flag and both values.
+    """
+    try:
+        old_config = json.loads((out_dir / "train_config.json").read_text())
+        old_settings = json.loads((out_dir / "train_settings.json").read_text())
+    except (OSError, ValueError):
+        return
+    pairs = {
+        "--model": (old_config.get("model"), model),
+        "--model-preset": (old_settings.get("model_preset"), settings["model_preset"]),
+        "--loss": (old_settings.get("loss"), dict(settings["loss"])),
+        "--mixed-precision": (
+            precision_policy(old_config.get("mixed_precision", False)),
+            policy,
+        ),
+    }
+    differ = [
+        f"{flag} {old!r} (this run: {new!r})" for flag, (old, new) in pairs.items() if old != new
+    ]
+    if differ:
+        raise ValueError(
+            f"--resume: checkpoint {latest} does not match this run: it was written with "
+            f"{'; '.join(differ)}. Resume with the flags of the run that wrote it, or "
+            "start a new run in another --output-dir."
+        )
+
+
 def _restore(checkpoint: tf.train.Checkpoint, path: str) -> None:
     """Restore ``path`` into ``checkpoint``, every object of the run matched.
 
@@ -868,10 +906,6 @@ def train(config: TrainConfig) -> dict[str, Any]:
         total_steps = epochs * steps_per_epoch
 
     is_chief = _is_chief(strategy)
-    if is_chief:
-        out_dir.mkdir(parents=True, exist_ok=True)
-        (out_dir / "train_config.json").write_text(config.to_json())
-        (out_dir / "train_settings.json").write_text(json.dumps(settings, indent=2))
 
     # Non-chief workers save too (saving is a collective step of the strategy), into a
     # private temporary directory that is removed at the end.
@@ -883,6 +917,15 @@ def train(config: TrainConfig) -> dict[str, Any]:
     with _global_policy(policy):
         parts = build_training(config, settings, strategy, steps_per_epoch, total_steps)
         generator, optimizer = parts.generator, parts.trainer.optimizer
+        # The terms that train (zero weights dropped); a term that cannot run (VGG-19
+        # weights missing) stopped build_training above, before anything was written.
+        settings = {**settings, "loss": dict(parts.loss.terms)}
+        if latest:
+            _check_same_run(out_dir, latest, config.model, settings, policy)
+        if is_chief:
+            out_dir.mkdir(parents=True, exist_ok=True)
+            (out_dir / "train_config.json").write_text(config.to_json())
+            (out_dir / "train_settings.json").write_text(json.dumps(settings, indent=2))
         inference_form = InferenceForm(
             generator,
             config.model,
@@ -943,6 +986,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
         "model": config.model,
         "model_preset": settings["model_preset"],
         "train_preset": train_preset_name(config),
+        "loss": settings["loss"],
         "final_model": str(final_path) if is_chief else None,  # the chief writes it
         "epochs": epochs,
         "initial_epoch": initial_epoch,
