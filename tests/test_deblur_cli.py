@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import tfdeblur
-from tests.utils import REPO
+from tests.utils import REPO, import_or_skip
 from tfdeblur.cli import main
 from tfdeblur.deblurring import plan_jobs
 from tfdeblur.image_io import read_image, read_image_info, write_image
@@ -258,9 +258,9 @@ def test_python_api(tmp_path, small_model):
 
 
 def test_tflite_and_onnx_models(tmp_path, small_model):
-    export = pytest.importorskip("export")
-    pytest.importorskip("ai_edge_litert")
-    pytest.importorskip("onnxruntime")
+    export = import_or_skip("export")
+    import_or_skip("ai_edge_litert")
+    import_or_skip("onnxruntime")
     _, model = small_model
     image = np.random.default_rng(3).uniform(size=(27, 35, 3)).astype(np.float32)
     expected = np.asarray(model(image[None]))[0]
@@ -301,8 +301,8 @@ def test_tflite_and_onnx_models(tmp_path, small_model):
 def test_fixed_size_tflite_runs_any_image_in_tiles(tmp_path, small_model, capsys):
     """A model exported with --input-size runs on other sizes: tiles of its fixed size,
     and an image smaller than it is zero-padded up to it."""
-    export = pytest.importorskip("export")
-    pytest.importorskip("ai_edge_litert")
+    export = import_or_skip("export")
+    import_or_skip("ai_edge_litert")
     model_path, model = small_model
     export.tflite(
         model, tmp_path / "fixed.tflite", input_size=(32, 40), verify=False, verbose=False

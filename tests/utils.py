@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
+import importlib
+import os
 import pathlib
 import subprocess
 import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def skip_or_fail(reason: str):
+    """``pytest.skip(reason)``; under ``CI=true`` ``pytest.fail`` instead, so that CI
+    never passes with a test silently left out (missing torch, missing ``../shared``)."""
+    if os.environ.get("CI", "").strip().lower() in ("true", "1"):
+        pytest.fail(f"{reason} (CI=true: required, not skipped)", pytrace=False)
+    pytest.skip(reason)
+
+
+def import_or_skip(name: str):
+    """``importlib.import_module(name)``, or :func:`skip_or_fail` when it is missing."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as err:
+        skip_or_fail(f"{name} is not installed ({err})")
 
 
 def load_and_run_in_fresh_process(model_path, inputs: np.ndarray, tmp_path) -> np.ndarray:

@@ -6,7 +6,7 @@ import pytest
 from skimage.transform import pyramid_gaussian
 
 from keras_layers import GaussianPyramid, gaussian_pyramid
-from tests.utils import assert_layer_config_roundtrip
+from tests.utils import assert_layer_config_roundtrip, import_or_skip
 
 
 def skimage_pyramid(image, levels):
@@ -103,7 +103,7 @@ def test_tflite_builtins_with_dynamic_size(pad_to_multiple):
         convert_variables_to_constants_v2,
     )
 
-    litert = pytest.importorskip("ai_edge_litert.interpreter")
+    litert = import_or_skip("ai_edge_litert.interpreter")
     model = coarsest_level_model(pad_to_multiple)
     function, _ = serving_function(model)
     frozen = convert_variables_to_constants_v2(function.get_concrete_function())
@@ -125,8 +125,8 @@ def test_tflite_builtins_with_dynamic_size(pad_to_multiple):
 def test_onnx_with_dynamic_size(pad_to_multiple):
     # Regression: tf2onnx lowers integer FloorMod with a truncating Div, which once made
     # the edge padding take 21 rows to 20 instead of 24.
-    tf2onnx = pytest.importorskip("tf2onnx")
-    ort = pytest.importorskip("onnxruntime")
+    tf2onnx = import_or_skip("tf2onnx")
+    ort = import_or_skip("onnxruntime")
     model = coarsest_level_model(pad_to_multiple)
     function, spec = serving_function(model)
     proto, _ = tf2onnx.convert.from_function(function, input_signature=[spec], opset=17)
