@@ -56,11 +56,32 @@ def load_and_run_in_fresh_process(model_path, inputs: np.ndarray, tmp_path) -> n
     return np.load(y_path)
 
 
-def assert_layer_config_roundtrip(layer) -> None:
-    """``from_config(get_config())`` rebuilds a layer with the same config."""
+def assert_layer_config_roundtrip(layer, inputs) -> None:
+    """``from_config(get_config())`` rebuilds a layer that computes what ``layer`` does.
+
+    The clone has the same config; built on ``inputs`` it has the same weights (count,
+    names, shapes); with ``layer``'s weight values copied in it returns exactly
+    ``layer(inputs)``, bit for bit (same ops on the same numbers).
+
+    Args:
+        layer: a Keras layer (built or not).
+        inputs: what the layer is called on (an array, or a list for multi-input layers).
+    """
+    import keras
+
     config = layer.get_config()
     clone = layer.__class__.from_config(config)
     assert clone.get_config() == config
+    expected = keras.tree.map_structure(np.asarray, layer(inputs))
+    clone(inputs)  # builds it
+    assert [(w.name, tuple(w.shape)) for w in clone.weights] == [
+        (w.name, tuple(w.shape)) for w in layer.weights
+    ]
+    clone.set_weights(layer.get_weights())
+    got = keras.tree.map_structure(np.asarray, clone(inputs))
+    keras.tree.assert_same_structure(got, expected)
+    for a, b in zip(keras.tree.flatten(got), keras.tree.flatten(expected), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def _serving_function(model):

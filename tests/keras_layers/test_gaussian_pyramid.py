@@ -80,7 +80,10 @@ def test_validates_and_round_trips_config():
         gaussian_pyramid(np.zeros((1, 4, 4, 3), np.float32), 0)
     with pytest.raises(ValueError, match="image"):
         gaussian_pyramid(np.zeros((4, 4, 3), np.float32), 2)
-    assert_layer_config_roundtrip(GaussianPyramid(3, pad_to_multiple=4))
+    assert_layer_config_roundtrip(
+        GaussianPyramid(3, pad_to_multiple=4),
+        np.random.default_rng(0).normal(size=(1, 9, 13, 3)).astype(np.float32),
+    )
 
 
 def coarsest_level_model(pad_to_multiple):

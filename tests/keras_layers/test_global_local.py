@@ -144,11 +144,15 @@ def test_lighter_meta_layer_reaches_the_dynamic_filter():
 
 
 def test_configs_roundtrip_and_errors():
-    assert_layer_config_roundtrip(GlobalLocalModule(5, 3, 6, cross_attention=True))
-    assert_layer_config_roundtrip(GlobalLocalResBlock(3, 5, 3, 6, cross_attention=True))
-    assert_layer_config_roundtrip(GlobalLocalResBlock(3, 5, 3, None, meta_kernel_size=1))
-    assert_layer_config_roundtrip(SplitPatches(2))
-    assert_layer_config_roundtrip(MergePatches(1))
+    rng = np.random.default_rng(0)
+    x, source = (rng.normal(size=(1, 6, 8, 4)).astype(np.float32) for _ in range(2))
+    assert_layer_config_roundtrip(GlobalLocalModule(5, 3, 6, cross_attention=True), [x, source])
+    assert_layer_config_roundtrip(
+        GlobalLocalResBlock(3, 5, 3, 6, cross_attention=True), [x, source]
+    )
+    assert_layer_config_roundtrip(GlobalLocalResBlock(3, 5, 3, None, meta_kernel_size=1), x)
+    assert_layer_config_roundtrip(SplitPatches(2), x)
+    assert_layer_config_roundtrip(MergePatches(1), np.concatenate([x, source]))
     with pytest.raises(ValueError, match="axis"):
         SplitPatches(3)
     with pytest.raises(ValueError, match=r"\[x, source\]"):
