@@ -76,6 +76,35 @@ def test_mirrored_on_two_cpus_follows_the_single_device_trajectory():
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "tf_config, match",
+    [
+        (None, "needs the TF_CONFIG environment variable"),
+        ("{not json", "TF_CONFIG is not valid JSON"),
+        ('{"task": {"type": "worker", "index": 0}}', "needs a 'cluster'"),
+        ('{"cluster": {"worker": "127.0.0.1:1"}, "task": {}}', r"cluster\['worker'\]"),
+        ('{"cluster": {"worker": ["127.0.0.1:1"]}}', "needs a 'task'"),
+        ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "ps"}}', "needs a 'task'"),
+        (
+            '{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 1}}',
+            r"index must be an int in \[0, 1\)",
+        ),
+    ],
+)
+def test_missing_or_malformed_tf_config_is_a_clear_error(monkeypatch, tf_config, match):
+    """Checked before MultiWorkerMirroredStrategy reads it (nothing is started)."""
+    if tf_config is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", tf_config)
+    with pytest.raises(ValueError, match=match):
+        make_strategy("multi_worker")
+    good = (
+        '{"cluster": {"chief": ["h:1"], "worker": ["h:2"]}, "task": {"type": "chief", "index": 0}}'
+    )
+    assert training.check_tf_config(good)["task"] == {"type": "chief", "index": 0}
+
+
 def test_step_schedule_boundaries():
     settings = {
         "learning_rate": 1e-3,
