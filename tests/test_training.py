@@ -425,7 +425,7 @@ def test_train_py_command_line(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Validation PSNR" in result.stdout and (out / "final.keras").is_file()
     bad = subprocess.run(
-        cmd[:3] + ["nosuchnet", "--data", str(root)], capture_output=True, text=True
+        cmd[:3] + ["nosuchnet", "--data", str(root)], capture_output=True, text=True, timeout=300
     )
     assert bad.returncode == 2 and "nosuchnet" in bad.stderr and "lcnet" in bad.stderr
 
