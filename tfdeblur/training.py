@@ -1093,9 +1093,14 @@ def measure_input_pipeline(config: TrainConfig, steps: int = 20) -> dict[str, fl
         ``{"pipeline_batches_per_s", "pipeline_images_per_s", "train_step_s",
         "train_images_per_s", "headroom"}``; ``headroom`` = pipeline rate / training
         rate, which must stay above 1 (with ``prefetch`` the input then costs nothing).
+
+    Raises:
+        ValueError: ``steps`` is not a positive integer (``--steps``), or bad settings.
     """
     from tfdeblur import data as data_lib
 
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"--steps must be a positive integer, got {steps!r}.")
     settings = resolve_train_settings(config)
     strategy = make_strategy(config.strategy)
     batch_size = global_batch_size(settings, strategy)
