@@ -111,6 +111,8 @@ def test_bench_data_cli_and_its_errors(tmp_path, capsys):
         (["--batch-size", "0"], "--batch-size must be positive"),
         (["--model", "nosuchnet"], "Unknown model 'nosuchnet'. Registered models: deepdeblur"),
         (["--data", str(tmp_path / "missing")], "missing"),
+        # LCNet's paper recipe has a perceptual term: --vgg-weights reaches the loss.
+        (["--train-preset", "paper", "--vgg-weights", str(tmp_path / "vgg.h5")], "vgg.h5"),
     ):
         assert main([*base, *extra]) == 2, extra
         assert named in capsys.readouterr().err, extra

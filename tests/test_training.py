@@ -507,7 +507,7 @@ def test_every_network_trains_through_train_py_on_demo_data(name, tmp_path, caps
     assert final.count_params() == tfdeblur.build_model(name, model_preset).count_params()
 
 
-def test_input_pipeline_measurement_and_perceptual_fallback(tmp_path, caplog):
+def test_input_pipeline_measurement_and_a_missing_vgg_file(tmp_path):
     root = write_gopro_tree(tmp_path / "gopro")
     config = TrainConfig(
         model="lcnet",
