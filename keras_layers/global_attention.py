@@ -169,6 +169,10 @@ class GlobalAttention(keras.layers.Layer):
       (no value projection: the text introduces only ``f_p``, ``f_q``, ``f_M2``).
     * The index ``k = 1..N`` of eq. (1)-(2) runs over the ``C2`` maps (N = C2).
 
+    Full-integer (int8) TFLite cannot hold the branch: the int8 softmax has a fixed
+    output scale of 1/256, and the spatial weights of eq. (1) are ~1/HW each (0 or 1/256
+    once rounded). Float32, float16 and dynamic-range exports compute it in float.
+
     Memory: the ``(B, C2, HW)`` softmax maps dominate. At 1280x720, C2 = 128, float32,
     one image: ``P`` and ``Q`` are 472 MB each at full resolution (plus a transposed
     copy of ``Q``), 118 MB at 1/2 and 29.5 MB at 1/4 resolution.
