@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 
 
@@ -93,7 +94,25 @@ def build_parser() -> argparse.ArgumentParser:
         "for paper presets)",
     )
     p.add_argument("--keep-checkpoints", type=int, default=3)
-    p.add_argument("--resume", action="store_true", help="continue from the latest checkpoint")
+    again = p.add_mutually_exclusive_group()
+    again.add_argument(
+        "--resume",
+        action="store_true",
+        help="continue the run in --output-dir from its newest readable checkpoint",
+    )
+    again.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in --output-dir (its checkpoints, logs, models, JSON files; "
+        "other files are kept). Without --resume or --overwrite a non-empty "
+        "--output-dir is refused",
+    )
+    p.add_argument(
+        "--cluster-timeout",
+        type=float,
+        default=300.0,
+        help="--strategy multi_worker: seconds to wait for every task of TF_CONFIG (default 300)",
+    )
     add_device_arguments(p)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2])
@@ -105,6 +124,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    from tfdeblur.cluster import ClusterError
     from tfdeblur.training import TrainConfig, resolve_train_settings, train
 
     fields = {k: v for k, v in vars(args).items() if k != "show_preset"}
@@ -122,11 +142,29 @@ def main(argv: list[str] | None = None) -> int:
     except FloatingPointError as err:  # non-finite loss: stopped before saving NaN weights
         print(f"train.py: error: {err}", file=sys.stderr)
         return 1
+    except ClusterError as err:
+        print(f"train.py: error: {err}", file=sys.stderr)
+        # TensorFlow's distributed runtime can wait for the lost peer at interpreter exit.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(1)
+    except KeyboardInterrupt:
+        print(
+            "train.py: interrupted; rerun with --resume to continue from the last checkpoint.",
+            file=sys.stderr,
+        )
+        return 130
     print(f"Final weights sha256: {summary['weights_sha256']}")
     saved = summary["final_model"] or "nothing (not the chief worker)"
+    untrained = summary["val_psnr_untrained"]
+    start = "untrained (not recorded)" if untrained is None else f"untrained {untrained:.2f} dB"
+    if summary["initial_epoch"]:
+        start += (
+            f", resumed at epoch {summary['initial_epoch']} with {summary['val_psnr_start']:.2f} dB"
+        )
     print(
         f"Saved {saved}. Validation PSNR: blurry {summary['val_psnr_blurry']:.2f} dB, "
-        f"untrained {summary['val_psnr_untrained']:.2f} dB -> trained {summary['val_psnr_trained']:.2f} dB."
+        f"{start} -> trained {summary['val_psnr_trained']:.2f} dB."
     )
     return 0
 

@@ -230,20 +230,22 @@ def test_train_end_to_end_then_resume(tmp_path, monkeypatch):
 
     config.epochs, config.resume = 3, True
     resumed = train(config)
-    assert len(resumed["history"]["loss"]) == 1  # only epoch 3 was left to run
+    # Only epoch 3 was left to run; the history holds all three (history.json).
+    assert len(resumed["history"]["loss"]) == 3
+    assert resumed["history"]["loss"][:2] == summary["history"]["loss"]
     ckpt = tf.train.latest_checkpoint(str(out / "checkpoints"))
     assert ckpt.endswith("-3")
     # The optimizer's step count and the schedule carry on from the checkpoint: epoch 3
     # (steps 4 and 5) runs at 0.01 / 4; a fresh optimizer would stand at 2 iterations and
     # 0.005. The data stream continues after the 2 epochs x 2 steps x 2 patches seen.
     assert resumed["initial_epoch"] == 2 and resumed["optimizer_iterations"] == 6
-    assert resumed["history"]["learning_rate"] == pytest.approx([0.0025])
+    assert resumed["history"]["learning_rate"] == pytest.approx([0.005, 0.005, 0.0025])
     assert skips == [0, 8]
     # So the interrupted run ends where an uninterrupted one does (same seed: same data,
     # same steps; bit-identical on this CPU, compared with a tolerance).
     config.output_dir, config.resume = str(tmp_path / "uninterrupted"), False
     uninterrupted = train(config)
-    assert uninterrupted["history"]["loss"][2] == pytest.approx(resumed["history"]["loss"][0])
+    assert uninterrupted["history"]["loss"][2] == pytest.approx(resumed["history"]["loss"][2])
     resumed_model = keras.models.load_model(out / "final.keras", safe_mode=True)
     whole_model = keras.models.load_model(tmp_path / "uninterrupted" / "final.keras")
     for a, b in zip(resumed_model.get_weights(), whole_model.get_weights(), strict=True):
@@ -271,7 +273,10 @@ def test_resume_keeps_the_best_validation_psnr(tmp_path, monkeypatch):
     monkeypatch.setattr(training, "validation_scores", worse)
     config.epochs, config.resume = 2, True
     resumed = train(config)
-    assert resumed["history"]["val_psnr"] == [pytest.approx(first["best_val_psnr"] - 5.0)]
+    assert resumed["history"]["val_psnr"] == [
+        pytest.approx(first["best_val_psnr"]),
+        pytest.approx(first["best_val_psnr"] - 5.0),
+    ]
     assert resumed["best_val_psnr"] == pytest.approx(first["best_val_psnr"])
     assert best.read_bytes() == saved
     ckpt = tf.train.latest_checkpoint(str(out / "checkpoints"))
@@ -369,7 +374,7 @@ def test_mixed_float16_checkpoints_the_loss_scale_and_resumes(tmp_path):
     with pytest.raises(ValueError, match="does not match this run.*--mixed-precision"):
         train(config)
     config.mixed_precision = "mixed_float16"
-    config.loss, config.resume = {"l1": float("inf")}, False
+    config.loss, config.resume, config.overwrite = {"l1": float("inf")}, False, True
     with pytest.raises(FloatingPointError):
         train(config)
     assert keras.mixed_precision.global_policy().name == "float32"
@@ -633,7 +638,7 @@ def test_non_finite_loss_stops_without_writing_weights(tmp_path, capsys):
     # train.py turns it into one clean error line and exit code 1.
     argv = ["--model", "lcnet", "--model-preset", "tiny", "--train-preset", "demo"]
     argv += ["--data", str(root), "--output-dir", str(out), "--batch-size", "2"]
-    argv += ["--patch-size", "32", "--steps-per-epoch", "1", "--loss", "l1=inf"]
+    argv += ["--patch-size", "32", "--steps-per-epoch", "1", "--loss", "l1=inf", "--overwrite"]
     assert main(argv + ["--verbose", "0"]) == 1
     err = capsys.readouterr().err
     assert "train.py: error: Non-finite training loss" in err and "Traceback" not in err

@@ -44,6 +44,7 @@ from collections.abc import Iterable
 
 import numpy as np
 
+from tfdeblur.fileio import check_output_path
 from tfdeblur.image_io import (
     READ_EXTENSIONS,
     WRITE_FORMATS,
@@ -350,13 +351,15 @@ def plan_jobs(
 
 
 def _check_outputs(jobs: list[Job], compare: bool) -> None:
-    """No output (target, or comparison image with ``compare``) is an input, and no two
-    outputs share a path."""
+    """No output (target, or comparison image with ``compare``) is an input or under an
+    existing file (:func:`tfdeblur.fileio.check_output_path`), and no two outputs share a
+    path."""
     sources = {job.source.resolve() for job in jobs}
     seen = {}
     for job in jobs:
         outputs = [job.target] + ([compare_path(job.target)] if compare else [])
         for path in outputs:
+            check_output_path(path, "-o")
             resolved = path.resolve()
             if resolved in sources:
                 raise ValueError(

@@ -100,3 +100,30 @@ def write_bytes_atomic(path: str | os.PathLike, data: bytes) -> pathlib.Path:
 def write_text_atomic(path: str | os.PathLike, text: str) -> pathlib.Path:
     """Write ``text`` (UTF-8) to ``path`` atomically."""
     return write_bytes_atomic(path, text.encode("utf-8"))
+
+
+def check_output_path(path: str | os.PathLike, flag: str, *, directory: bool = False) -> None:
+    """Refuse, before any work, an output that could never be written.
+
+    An output under an existing file (``-o notes.txt/out.png``: its folder cannot be
+    made), or, with ``directory``, an output folder that is an existing file.
+
+    Args:
+        path: the output file or folder.
+        flag: the argument that gave it (``--output-dir``, ``-o``), for the message.
+        directory: ``path`` is to be a folder.
+
+    Raises:
+        ValueError: naming ``flag``, ``path`` and the file in the way.
+    """
+    path = pathlib.Path(path).expanduser()
+    if directory and path.exists() and not path.is_dir():
+        raise ValueError(f"{flag} {str(path)!r} is an existing file, not a folder.")
+    for parent in path.parents:
+        if parent.exists():
+            if not parent.is_dir():
+                raise ValueError(
+                    f"{flag} {str(path)!r} cannot be written: {str(parent)!r} is a file, "
+                    "not a folder."
+                )
+            return

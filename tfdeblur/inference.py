@@ -154,6 +154,7 @@ def load_model(spec: str | os.PathLike, preset: str | None = None) -> keras.Mode
     if fmt == "keras" or os.sep in str(spec):
         if not path.is_file():
             raise FileNotFoundError(f"Model file not found: {path}")
+        check_keras_archive(path)
         return keras.models.load_model(path, safe_mode=True)
     model = registry.build_model(str(spec), preset)
     warnings.warn(
@@ -162,6 +163,43 @@ def load_model(spec: str | os.PathLike, preset: str | None = None) -> keras.Mode
         stacklevel=2,
     )
     return model
+
+
+def check_keras_archive(path) -> None:
+    """Say what is wrong with a damaged ``.keras`` file before Keras reads it (Keras
+    reports a damaged archive as "File not found").
+
+    A ``.keras`` file is a zip archive holding ``config.json`` and
+    ``model.weights.h5``; every member is read and its CRC checked.
+
+    Raises:
+        ValueError: naming the file and the problem (not a zip archive, truncated, a
+            member that fails its CRC check, a missing member).
+    """
+    import zipfile
+
+    path = pathlib.Path(path)
+    try:
+        with zipfile.ZipFile(path) as archive:
+            bad = archive.testzip()
+            names = set(archive.namelist())
+    except zipfile.BadZipFile as err:
+        raise ValueError(
+            f"Model file {str(path)!r} is not a readable .keras archive ({err}): it is "
+            "truncated, damaged or not a Keras model; save or copy it again."
+        ) from None
+    except (OSError, EOFError, zipfile.LargeZipFile, NotImplementedError) as err:
+        raise ValueError(f"Model file {str(path)!r} cannot be read: {err}.") from None
+    if bad is not None:
+        raise ValueError(
+            f"Model file {str(path)!r} is damaged: its member {bad!r} fails its CRC check; "
+            "save or copy it again."
+        )
+    missing = sorted({"config.json", "model.weights.h5"} - names)
+    if missing:
+        raise ValueError(
+            f"Model file {str(path)!r} is not a Keras model archive: it lacks {', '.join(missing)}."
+        )
 
 
 def _fixed_size(shape) -> tuple[int, int] | None:

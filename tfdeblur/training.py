@@ -30,7 +30,6 @@ import math
 import os
 import pathlib
 import shutil
-import tempfile
 import time
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -39,10 +38,13 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from tfdeblur import cluster as cluster_lib
 from tfdeblur import registry
-from tfdeblur.fileio import atomic_path
+from tfdeblur.cluster import DEFAULT_CLUSTER_TIMEOUT, SignalGuard, peer_lost
+from tfdeblur.fileio import atomic_path, check_output_path, write_text_atomic
 from tfdeblur.losses import DEFAULT_PERCEPTUAL_LAYER, MULTISCALE_TERMS, DeblurLoss, bce_with_logits
 from tfdeblur.metrics import psnr, ssim
+from tfdeblur.run_folder import prepare_run_folder, worker_temp_dir
 
 logger = logging.getLogger(__name__)
 
@@ -128,6 +130,8 @@ class TrainConfig:
     max_val_images: int | None = None
     keep_checkpoints: int = 3
     resume: bool = False
+    overwrite: bool = False
+    cluster_timeout: float = DEFAULT_CLUSTER_TIMEOUT
     mixed_precision: bool | str = False
     seed: int = 0
     verbose: int = 1
@@ -136,13 +140,17 @@ class TrainConfig:
         return json.dumps(dataclasses.asdict(self), indent=2, sort_keys=True)
 
 
-def make_strategy(name: str) -> tf.distribute.Strategy:
+def make_strategy(
+    name: str, cluster_timeout: float = DEFAULT_CLUSTER_TIMEOUT
+) -> tf.distribute.Strategy:
     """A ``tf.distribute`` strategy from its name.
 
     ``auto``: ``MirroredStrategy`` over all visible GPUs when there are several, else the
     one device. ``one_device``: the first GPU, or the CPU. ``mirrored``: all GPUs, or all
     logical CPU devices when there is no GPU. ``multi_worker``:
-    ``MultiWorkerMirroredStrategy`` configured from ``TF_CONFIG``.
+    ``MultiWorkerMirroredStrategy`` configured from ``TF_CONFIG``, waiting at most
+    ``cluster_timeout`` seconds for the other tasks
+    (:func:`tfdeblur.cluster.multi_worker_strategy`).
     """
     if name not in STRATEGIES:
         raise ValueError(f"--strategy must be one of {STRATEGIES}, got {name!r}.")
@@ -150,7 +158,7 @@ def make_strategy(name: str) -> tf.distribute.Strategy:
         # Must come before anything initialises TensorFlow's runtime (collective ops are
         # configured at start-up), so before any device listing or op.
         check_tf_config(os.environ.get("TF_CONFIG"))
-        return tf.distribute.MultiWorkerMirroredStrategy()
+        return cluster_lib.multi_worker_strategy(cluster_timeout)
     gpus = tf.config.list_logical_devices("GPU")
     if name == "mirrored" or (name == "auto" and len(gpus) > 1):
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
@@ -729,8 +737,12 @@ def make_datasets(
     config: TrainConfig,
     batch_size: int,
     initial_epoch: int = 0,
+    *,
+    decode_check: bool = True,
 ):
-    """Training and validation datasets of the preset's kind, checked before training.
+    """Training and validation datasets of the preset's kind, checked before training
+    (every image decoded with the pipeline's decoder unless ``decode_check`` is False:
+    :func:`measure_input_pipeline` times the pipeline and skips it).
 
     ``data == "images"``: random crops of frame pairs; validation on full test frames
     (``max_val_images`` of them, spread evenly over the test split). ``data == "clips"``:
@@ -758,8 +770,8 @@ def make_datasets(
     if kind == "images":
         train_pairs = data_lib.find_pairs(root, "train", blur_key)
         val_pairs = _spread(data_lib.find_pairs(root, "test", blur_key), limit)
-        data_lib.validate_pairs(train_pairs, min_size=patch)
-        data_lib.validate_pairs(val_pairs)
+        data_lib.validate_pairs(train_pairs, min_size=patch, decode=decode_check)
+        data_lib.validate_pairs(val_pairs, decode=decode_check)
         steps = config.steps_per_epoch or max(1, len(train_pairs) // batch_size)
         train_ds = data_lib.train_dataset(
             train_pairs,
@@ -776,8 +788,10 @@ def make_datasets(
         length = int(settings["clip_length"])
         train_seqs = video.find_clips(root, "train", blur_key)
         val_seqs = video.find_clips(root, "test", blur_key)
-        data_lib.validate_pairs([p for seq in train_seqs for p in seq], min_size=patch)
-        data_lib.validate_pairs([p for seq in val_seqs for p in seq], min_size=patch)
+        train_frames = [p for seq in train_seqs for p in seq]
+        data_lib.validate_pairs(train_frames, min_size=patch, decode=decode_check)
+        val_frames = [p for seq in val_seqs for p in seq]
+        data_lib.validate_pairs(val_frames, min_size=patch, decode=decode_check)
         windows = len(video.clip_windows(train_seqs, length))
         steps = config.steps_per_epoch or max(1, windows // batch_size)
         train_ds = video.clip_dataset(
@@ -877,6 +891,21 @@ def build_training(
     return TrainingParts(loss, generator, trainer, checkpoint, epoch, best)
 
 
+def _checkpoint_epoch(path: str) -> int:
+    """The epoch stored in checkpoint ``path``, after reading every tensor of it (the
+    reader checks each tensor's checksum), so a damaged checkpoint fails here, naming
+    nothing yet, rather than inside ``restore``.
+
+    Raises:
+        Exception: whatever the damaged file makes TensorFlow raise (OpError,
+            IndexError, ValueError, ...).
+    """
+    reader = tf.train.load_checkpoint(path)
+    for key in reader.get_variable_to_shape_map():
+        reader.get_tensor(key)
+    return int(reader.get_tensor("epoch/.ATTRIBUTES/VARIABLE_VALUE"))
+
+
 def _resume_point(config: TrainConfig, out_dir: pathlib.Path) -> tuple[str | None, int]:
     """``(checkpoint path, epoch)`` to resume from, or ``(None, 0)``.
 
@@ -884,14 +913,44 @@ def _resume_point(config: TrainConfig, out_dir: pathlib.Path) -> tuple[str | Non
     output directory must be on a filesystem all workers see), so they all restore the
     same state and run the same number of steps. The epoch is read before anything is
     built: the training stream needs it to skip what was consumed.
+
+    The newest checkpoint (``ckpt-N`` with the largest N) that reads in full is used; a
+    damaged newer one is named and skipped, with a line saying which one is used
+    instead.
+
+    Raises:
+        ValueError: checkpoints exist but none of them reads (each named with its error).
     """
-    ckpt_dir = out_dir / "checkpoints"
-    latest = tf.train.latest_checkpoint(str(ckpt_dir)) if config.resume else None
-    if latest is None:
-        if config.resume:
-            print(f"--resume: no checkpoint in {ckpt_dir}; starting from scratch.")
+    if not config.resume:
         return None, 0
-    return latest, int(tf.train.load_variable(latest, "epoch/.ATTRIBUTES/VARIABLE_VALUE"))
+    ckpt_dir = out_dir / "checkpoints"
+    numbered = []
+    if ckpt_dir.is_dir():
+        for index in ckpt_dir.glob("ckpt-*.index"):
+            number = index.name[len("ckpt-") : -len(".index")]
+            if number.isdigit():
+                numbered.append((int(number), str(index.with_suffix(""))))
+    if not numbered:
+        print(f"--resume: no checkpoint in {ckpt_dir}; starting from scratch.")
+        return None, 0
+    damaged = []
+    for _, path in sorted(numbered, reverse=True):
+        try:
+            epoch = _checkpoint_epoch(path)
+        except Exception as err:  # noqa: BLE001 - a damaged file raises anything
+            reason = (getattr(err, "message", None) or str(err) or type(err).__name__).strip()
+            damaged.append(f"{path} ({type(err).__name__}: {reason.splitlines()[0][:200]})")
+            continue
+        if damaged:
+            print(
+                f"--resume: checkpoint {damaged[0]} cannot be read; resuming from {path}, "
+                f"the newest checkpoint that can (epoch {epoch})."
+            )
+        return path, epoch
+    raise ValueError(
+        f"--resume: no checkpoint in {ckpt_dir} can be read: {'; '.join(damaged)}. "
+        "Restore the files, or start afresh with --overwrite."
+    )
 
 
 def _check_same_run(
@@ -956,22 +1015,61 @@ def _restore(checkpoint: tf.train.Checkpoint, path: str) -> None:
 def train(config: TrainConfig) -> dict[str, Any]:
     """Train ``config.model`` and write checkpoints and ``final.keras`` in ``output_dir``.
 
+    Before anything is written: the settings, the run folder (refused when it holds a run
+    unless ``resume`` or ``overwrite``, see :func:`tfdeblur.run_folder.prepare_run_folder`;
+    temporaries of an interrupted run removed) and every image (decoded with the
+    pipeline's decoder) are checked. ``history.json`` keeps the untrained validation
+    scores and every epoch's logs across resumes; ``summary.json`` reports them.
+
     Returns:
         A summary dict: paths, steps, final losses, the optimizer's iteration count and
         next learning rate, validation PSNR before/after.
 
     Raises:
-        KeyError, ValueError, FileNotFoundError: bad settings or data, before training.
+        KeyError, ValueError, FileNotFoundError: bad settings, run folder or data, before
+            training.
         FloatingPointError: a non-finite training loss (nothing is saved for that epoch).
+        tfdeblur.cluster.ClusterError: a multi-worker cluster that did not form within
+            ``cluster_timeout``, or lost a task during training.
     """
     from tfdeblur import data as data_lib
 
     settings = resolve_train_settings(config)
-    strategy = make_strategy(config.strategy)  # first: multi-worker set-up precedes any op
+    out_dir = pathlib.Path(config.output_dir)
+    check_output_path(out_dir, "--output-dir", directory=True)
+    if config.resume and config.overwrite:
+        raise ValueError("--resume continues the run in --output-dir; --overwrite replaces it.")
+    # First: multi-worker set-up precedes any op.
+    strategy = make_strategy(config.strategy, config.cluster_timeout)
+    multi_worker = isinstance(strategy, tf.distribute.MultiWorkerMirroredStrategy)
+    with SignalGuard() if multi_worker else contextlib.nullcontext() as guard:
+        try:
+            return _train(config, settings, strategy, out_dir, guard, data_lib)
+        except _PEER_LOST as err:
+            if not multi_worker:
+                raise
+            raise peer_lost(err) from None
+
+
+# What a collective raises when a peer of a multi-worker run is gone (or unreachable).
+_PEER_LOST = (
+    tf.errors.UnavailableError,
+    tf.errors.DeadlineExceededError,
+    tf.errors.CancelledError,
+    tf.errors.AbortedError,
+    tf.errors.InternalError,
+    tf.errors.UnknownError,
+    tf.errors.FailedPreconditionError,
+)
+
+
+def _train(config, settings, strategy, out_dir, guard, data_lib) -> dict[str, Any]:
     keras.utils.set_random_seed(config.seed)
     batch_size = global_batch_size(settings, strategy)
     policy = precision_policy(config.mixed_precision)
-    out_dir = pathlib.Path(config.output_dir)
+    is_chief = _is_chief(strategy)
+    if is_chief:  # refuse before the data check
+        prepare_run_folder(out_dir, resume=config.resume, overwrite=config.overwrite, dry_run=True)
     latest, initial_epoch = _resume_point(config, out_dir)
 
     root = data_lib.resolve_data(config.data)
@@ -985,15 +1083,33 @@ def train(config: TrainConfig) -> dict[str, Any]:
         epochs = int(settings["epochs"])
         total_steps = epochs * steps_per_epoch
 
-    is_chief = _is_chief(strategy)
+    # The run folder is cleared (--overwrite) and its settings written by _fit, once the
+    # loss is built: a recipe that cannot run (VGG-19 weights missing) writes nothing.
 
     # Non-chief workers save too (saving is a collective step of the strategy), into a
-    # private temporary directory that is removed at the end.
-    ckpt_dir = (
-        out_dir / "checkpoints"
-        if is_chief
-        else pathlib.Path(tempfile.mkdtemp(prefix="tfdeblur-worker-"))
-    )
+    # private temporary directory that is removed at the end (or on the next start of
+    # the same task of the same run, when this one was killed).
+    if is_chief:
+        ckpt_dir = out_dir / "checkpoints"
+    else:
+        resolver = strategy.cluster_resolver
+        ckpt_dir = worker_temp_dir(out_dir, f"{resolver.task_type}{resolver.task_id}")
+        if guard is not None:
+            guard.cleanups.append(lambda: shutil.rmtree(ckpt_dir, ignore_errors=True))
+    try:
+        return _fit(
+            config, settings, strategy, out_dir, ckpt_dir, is_chief, policy, batch_size,
+            latest, initial_epoch, train_ds, val_ds, steps_per_epoch, epochs, total_steps,
+        )  # fmt: skip
+    finally:
+        if not is_chief:
+            shutil.rmtree(ckpt_dir, ignore_errors=True)
+
+
+def _fit(
+    config, settings, strategy, out_dir, ckpt_dir, is_chief, policy, batch_size,
+    latest, initial_epoch, train_ds, val_ds, steps_per_epoch, epochs, total_steps,
+) -> dict[str, Any]:  # fmt: skip
     with _global_policy(policy):
         parts = build_training(config, settings, strategy, steps_per_epoch, total_steps)
         generator, optimizer = parts.generator, parts.trainer.optimizer
@@ -1003,9 +1119,13 @@ def train(config: TrainConfig) -> dict[str, Any]:
         if latest:
             _check_same_run(out_dir, latest, config.model, settings, policy)
         if is_chief:
+            for path in prepare_run_folder(
+                out_dir, resume=config.resume, overwrite=config.overwrite
+            ):
+                print(f"Removed {path}.")
             out_dir.mkdir(parents=True, exist_ok=True)
-            (out_dir / "train_config.json").write_text(config.to_json())
-            (out_dir / "train_settings.json").write_text(json.dumps(settings, indent=2))
+            write_text_atomic(out_dir / "train_config.json", config.to_json())
+            write_text_atomic(out_dir / "train_settings.json", json.dumps(settings, indent=2))
         inference_form = InferenceForm(
             generator,
             config.model,
@@ -1021,10 +1141,15 @@ def train(config: TrainConfig) -> dict[str, Any]:
 
         infer = _inference_function(generator)  # one trace for every validation
         start_scores = validation_scores(generator, val_ds, infer=infer)
+        record = _HistoryRecord(
+            out_dir / "history.json", start_scores, initial_epoch, latest is not None, is_chief
+        )
         every = int(settings["validate_every"])
         callbacks = [
             _NonFiniteLossStop(),
             _Validation(val_ds, every, infer),
+            _Throughput(batch_size),
+            record,
             _Checkpointer(
                 manager,
                 parts.epoch,
@@ -1033,7 +1158,6 @@ def train(config: TrainConfig) -> dict[str, Any]:
                 inference_form,
                 is_chief,
             ),
-            _Throughput(batch_size),
         ]
         if is_chief:
             samples = list(val_ds.take(3))
@@ -1042,7 +1166,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
                 keras.callbacks.TensorBoard(str(out_dir / "logs"), update_freq="epoch")
             )
         start = time.perf_counter()
-        history = parts.trainer.fit(
+        parts.trainer.fit(
             train_ds,
             epochs=epochs,
             initial_epoch=initial_epoch,
@@ -1075,18 +1199,73 @@ def train(config: TrainConfig) -> dict[str, Any]:
         "learning_rate": _current_learning_rate(optimizer),
         "replicas": strategy.num_replicas_in_sync,
         "seconds": seconds,
-        "history": {k: [float(v) for v in vals] for k, vals in history.history.items()},
+        "history": record.columns(),
         "val_psnr_blurry": start_scores["blurry_psnr"],
-        "val_psnr_untrained": start_scores["psnr"],
+        "val_psnr_untrained": record.untrained_psnr,
+        "val_psnr_start": start_scores["psnr"],
         "val_psnr_trained": final_scores["psnr"],
         "val_ssim_trained": final_scores["ssim"],
         "best_val_psnr": best if math.isfinite(best) else None,
     }
     if is_chief:
-        (out_dir / "summary.json").write_text(json.dumps(summary, indent=2))
-    else:
-        shutil.rmtree(ckpt_dir, ignore_errors=True)
+        write_text_atomic(out_dir / "summary.json", json.dumps(summary, indent=2))
     return summary
+
+
+class _HistoryRecord(keras.callbacks.Callback):
+    """``history.json``: the untrained validation scores and every epoch's logs, kept
+    across resumes (chief only writes it; every worker keeps the same record in memory).
+
+    A fresh run records the scores it starts from as the untrained ones. A resumed run
+    keeps the recorded untrained scores and the entries of the epochs its checkpoint
+    holds (``epoch <= initial_epoch``; a run killed between this record and its
+    checkpoint left one entry too many, dropped here). Each epoch's entry is written
+    before that epoch's checkpoint (this callback runs before :class:`_Checkpointer`),
+    so every checkpoint's epochs are in the record. A resume of a run that has no record
+    (written before it existed) has no untrained score (None).
+    """
+
+    def __init__(self, path, start_scores, initial_epoch: int, resumed: bool, is_chief: bool):
+        super().__init__()
+        self.path = pathlib.Path(path)
+        self.is_chief = is_chief
+        old = {}
+        if resumed and self.path.is_file():
+            with contextlib.suppress(ValueError, OSError):
+                old = json.loads(self.path.read_text())
+        if resumed:
+            self.untrained_psnr = old.get("val_psnr_untrained")
+            self.untrained_ssim = old.get("val_ssim_untrained")
+        else:
+            self.untrained_psnr = start_scores["psnr"]
+            self.untrained_ssim = start_scores["ssim"]
+        self.blurry_psnr = start_scores["blurry_psnr"]
+        self.entries = [e for e in old.get("epochs", []) if e.get("epoch", 0) <= initial_epoch]
+        self._write()
+
+    def _write(self):
+        if not self.is_chief:
+            return
+        record = {
+            "val_psnr_blurry": self.blurry_psnr,
+            "val_psnr_untrained": self.untrained_psnr,
+            "val_ssim_untrained": self.untrained_ssim,
+            "epochs": self.entries,
+        }
+        write_text_atomic(self.path, json.dumps(record, indent=1))
+
+    def on_epoch_end(self, epoch, logs=None):
+        entry = {"epoch": epoch + 1}
+        entry.update({k: np.asarray(v, np.float64).item() for k, v in (logs or {}).items()})
+        self.entries = [e for e in self.entries if e["epoch"] < epoch + 1] + [entry]
+        self._write()
+
+    def columns(self) -> dict[str, list]:
+        """The record as Keras' ``history.history``: key -> one value per epoch (None
+        where an epoch lacks the key, e.g. ``val_psnr`` between validations)."""
+        keys = [k for e in self.entries for k in e if k != "epoch"]
+        keys = list(dict.fromkeys(keys))
+        return {k: [e.get(k) for e in self.entries] for k in keys}
 
 
 def _weights_digest(model: keras.Model) -> str:
@@ -1130,7 +1309,9 @@ def measure_input_pipeline(config: TrainConfig, steps: int = 20) -> dict[str, fl
     strategy = make_strategy(config.strategy)
     batch_size = global_batch_size(settings, strategy)
     root = data_lib.resolve_data(config.data)
-    train_ds, _, steps_per_epoch = make_datasets(settings, root, config, batch_size)
+    train_ds, _, steps_per_epoch = make_datasets(
+        settings, root, config, batch_size, decode_check=False
+    )
 
     iterator = iter(train_ds)
     next(iterator)  # start the pipeline's workers

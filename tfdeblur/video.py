@@ -48,7 +48,7 @@ from collections.abc import Callable, Iterable, Iterator
 import numpy as np
 
 from tfdeblur.data.video import natural_key
-from tfdeblur.fileio import atomic_path
+from tfdeblur.fileio import atomic_path, check_output_path
 from tfdeblur.image_io import READ_EXTENSIONS, read_image, write_image
 
 #: Extensions treated as video files.
@@ -94,8 +94,28 @@ def list_frames(folder) -> list[pathlib.Path]:
     return sorted(frames, key=lambda p: natural_key(p.name))
 
 
+class TruncatedVideoError(ValueError):
+    """A video gave fewer frames than its header declares (a cut or damaged file)."""
+
+
+_FFMPEG_BANNER = ("ffmpeg version", "built with", "configuration:", "lib", "=== stderr ===")
+
+
+def _ffmpeg_reason(err: BaseException) -> str:
+    """imageio-ffmpeg's error without ffmpeg's version banner (which it quotes in full):
+    its first line, and the last line ffmpeg printed about the file."""
+    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
+    if not lines:
+        return type(err).__name__
+    details = [line for line in lines[1:] if not line.startswith(_FFMPEG_BANNER)]
+    return lines[0] + (f" ({details[-1]})" if details else "")
+
+
 def _video_header(path) -> tuple[float, int | None]:
-    """(frame rate, frame count or None when the header does not give it) of a video file.
+    """(frame rate, declared frame count or None) of a video file.
+
+    The count is the header's frame count where it has one, else its duration times its
+    frame rate (what ffmpeg reports for MP4/MKV), rounded.
 
     Raises:
         ValueError: unreadable file or no frame rate.
@@ -105,13 +125,26 @@ def _video_header(path) -> tuple[float, int | None]:
     try:
         meta = iio.immeta(str(path), plugin="FFMPEG")
     except Exception as err:  # imageio/ffmpeg raise OSError, RuntimeError, IndexError, ...
-        raise ValueError(f"Cannot read video {str(path)!r}: {err}") from err
+        raise ValueError(f"Cannot read video {str(path)!r}: {_ffmpeg_reason(err)}") from None
     fps = meta.get("fps")
     if not fps or not np.isfinite(fps):
         raise ValueError(f"Video {str(path)!r} has no frame rate in its header.")
     total = meta.get("nframes")
-    total = int(total) if isinstance(total, (int, float)) and np.isfinite(total) else None
-    return float(fps), total
+    duration = meta.get("duration")
+    if not (isinstance(total, (int, float)) and np.isfinite(total)):
+        valid = isinstance(duration, (int, float)) and np.isfinite(duration) and duration > 0
+        total = round(duration * fps) if valid else None
+    return float(fps), None if total is None else int(total)
+
+
+def check_frame_count(path, read: int, declared: int | None) -> None:
+    """Raise :class:`TruncatedVideoError` when ``read`` frames fall short of the
+    ``declared`` count by more than rounding (one frame, or 1% of long videos)."""
+    if declared and declared - read > max(1, declared // 100):
+        raise TruncatedVideoError(
+            f"Video {str(path)!r} is truncated or damaged: its header declares {declared} "
+            f"frames but only {read} could be decoded"
+        )
 
 
 def iter_frames(source) -> Iterator[tuple[str, np.ndarray]]:
@@ -140,7 +173,7 @@ def iter_frames(source) -> Iterator[tuple[str, np.ndarray]]:
                 frame = np.repeat(frame[..., None], 3, axis=-1)
             yield f"frame_{index:06d}.png", frame[..., :3].astype(np.float32) / np.float32(255)
     except Exception as err:  # imageio/ffmpeg raise OSError, RuntimeError, IndexError, ...
-        raise ValueError(f"Cannot decode video {str(source)!r}: {err}") from err
+        raise ValueError(f"Cannot decode video {str(source)!r}: {_ffmpeg_reason(err)}") from None
 
 
 # ---------------------------------------------------------------------------------------
@@ -397,6 +430,8 @@ def deblur_video(
 
     Raises:
         FileNotFoundError: ``source`` does not exist.
+        TruncatedVideoError: a video file gave fewer frames than its header declares
+            (:func:`check_frame_count`); an output video is then not written.
         ValueError: ``target`` is ``source``, bad ``fps``, unreadable input, no frames,
             frames of different sizes, a video network given as ``.tflite``/``.onnx``,
             two frames that would be written to one PNG, or a comparison image that would
@@ -407,6 +442,7 @@ def deblur_video(
         raise FileNotFoundError(f"Video input {str(source)!r} does not exist.")
     if source.resolve() == target.resolve():
         raise ValueError(f"Output {str(target)!r} is the input; choose another path.")
+    check_output_path(target, "output", directory=not is_video_file(target))
     if fps is not None and (not np.isfinite(fps) or fps <= 0):
         raise ValueError(f"fps must be a positive number, got {fps!r}.")
     inputs = list_frames(source) if source.is_dir() else [source]
@@ -475,6 +511,16 @@ def deblur_video(
             if on_frame is not None:
                 on_frame(count, total)
             out = next_output()
+        if not source.is_dir():
+            try:
+                check_frame_count(source, count, total)
+            except TruncatedVideoError as err:
+                kept = (
+                    f"; the {count} frames before the damage were written to {str(target)!r}"
+                    if not is_video_file(target)
+                    else f"; nothing was written to {str(target)!r}"
+                )
+                raise TruncatedVideoError(f"{err}{kept}.") from None
     if compare and middle is not None:
         from tfdeblur.compare import comparison_image
         from tfdeblur.deblurring import compare_path

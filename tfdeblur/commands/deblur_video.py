@@ -11,7 +11,8 @@ folder of PNG frames. A front end over :func:`tfdeblur.video.deblur_video`, the 
 ``tfdeblur deblur`` runs for each video among its inputs, with the same model options
 (:func:`tfdeblur.commands.deblur.add_model_arguments`): a recurrent video network carries
 its state from frame to frame (see :mod:`tfdeblur.video`); an image network runs on each
-frame. Exit status 0 on success, 2 for bad arguments or input.
+frame. Exit status 0 on success, 1 for a video that ends before the frame count its
+header declares (truncated or damaged), 2 for bad arguments or input.
 """
 
 from __future__ import annotations
@@ -47,7 +48,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tfdeblur.video import deblur_video
+    from tfdeblur.video import TruncatedVideoError, deblur_video
 
     runner = load_model_runner(args)
 
@@ -56,17 +57,23 @@ def run(args: argparse.Namespace) -> int:
             of = f"/{total}" if total else ""
             print(f"\rdeblur-video: {done}{of} frames", end="", file=sys.stderr, flush=True)
 
-    summary = deblur_video(
-        runner,
-        args.input,
-        args.output,
-        fps=args.fps,
-        codec=args.codec,
-        tile=args.tile,
-        overlap=args.overlap,
-        compare=args.compare,
-        on_frame=progress,
-    )
+    try:
+        summary = deblur_video(
+            runner,
+            args.input,
+            args.output,
+            fps=args.fps,
+            codec=args.codec,
+            tile=args.tile,
+            overlap=args.overlap,
+            compare=args.compare,
+            on_frame=progress,
+        )
+    except TruncatedVideoError as err:  # the input failed part-way: not a bad argument
+        if not args.quiet:
+            print(file=sys.stderr)
+        print(f"tfdeblur deblur-video: error: {err}", file=sys.stderr)
+        return 1
     if not args.quiet:
         print(file=sys.stderr)
         print(f"Wrote {summary['frames']} frames to {summary['target']}.")

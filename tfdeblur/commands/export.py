@@ -77,18 +77,22 @@ def default_output(model_spec: str, fmt: str, quantization: str) -> pathlib.Path
 
 def run(args: argparse.Namespace) -> int:
     import export
-    from tfdeblur.fileio import write_text_atomic
+    from tfdeblur.fileio import check_output_path, write_text_atomic
     from tfdeblur.inference import load_model
 
     if args.quantization != "none" and args.format != "tflite":
         raise ValueError(f"--quantization applies to --format tflite, not {args.format!r}.")
     input_size = export.parse_input_size(args.input_size)
-    model = load_model(args.model, args.preset)
     output = (
         pathlib.Path(args.output)
         if args.output
         else default_output(args.model, args.format, args.quantization)
     )
+    # Before the model is read: an output that cannot be written is a bad argument.
+    check_output_path(output, "--output", directory=args.format == "saved_model")
+    if args.report:
+        check_output_path(args.report, "--report")
+    model = load_model(args.model, args.preset)
     common = dict(verify=not args.no_verify, images=args.verify_images, verbose=True)
     try:
         result = _export(args, model, output, input_size, common)
