@@ -8,11 +8,15 @@ needed); the video network a 3-frame clip of them. Weights: the paper presets' o
 seeded initialisation. Every exporter is called with ``verify=False``, so this file alone
 decides.
 
+The bound is on max-abs in units of the Keras output's range where that exceeds 1
+(``max(1, max - min)``): float32 rounding grows with the values, and untrained SAPHN
+spans 81 (trained networks output about [0, 1], where it is the plain max-abs).
 Measured max-abs (AMD EPYC, AVX-512; TFLite with XNNPACK), SavedModel / TFLite / ONNX:
-LCNet 0 / 1.2e-5 / 2.0e-5, DeepDeblur 0 / 2.8e-6 / 8.9e-7, SAPHN 0 / 9.7e-6 / ONNX_SAPHN,
-SARN 0 / 3.4e-6 / 3.9e-6, SARN video 0 / 1.9e-5 / 2.2e-5: the 1e-4 bound has a margin of
-4.5x or more, and one weight off by 1% of its kernel's range (the negative control)
-moves the outputs by 3.4e-4 or more.
+LCNet 0 / 1.2e-5 / 2.0e-5, DeepDeblur 0 / 2.8e-6 / 8.9e-7, SAPHN 0 / 1.8e-4 (2.2e-6 of
+its range 81) / not timed to completion here, SARN 0 / 3.4e-6 / 3.9e-6, SARN video 0 /
+1.9e-5 / 2.2e-5: the 1e-4 bound has a margin of 4.5x or more, and one weight off by 1%
+of its kernel's range (the negative control) moves the outputs by 3.4e-4 (DeepDeblur)
+to 1.1e-3 of the range (SAPHN) or more.
 """
 
 import keras
@@ -61,15 +65,16 @@ def test_float32_artifact_matches_keras(paper, fmt, tmp_path):
     runner = load_runner(path)
     assert runner.kind == fmt and runner.input_size is None
     got = runner.run_batch(x)
-    error = max_abs(got, expected)
-    print(f"{name} {fmt}: max-abs {error:.3g}")  # shown with -s, or on failure
-    assert error <= ATOL, f"{name} {fmt}: max-abs {error:.3g} > {ATOL}"
+    scale = max(1.0, float(np.ptp(expected)))
+    error = max_abs(got, expected) / scale
+    print(f"{name} {fmt}: max-abs {error * scale:.3g}, range {scale:.3g}")  # with -s
+    assert error <= ATOL, f"{name} {fmt}: max-abs {error * scale:.3g} > {ATOL} x {scale:.3g}"
 
     # Negative control: one weight of the Keras model off by 1% of its kernel's range
     # (the largest element of the last kernel, which every network's output depends on
     # at initialisation) and the same comparison fails: the bound resolves a single wrong
     # weight. Measured change: 3.4e-4 (DeepDeblur, whose outputs are its [0, 255] latent
-    # / 255) to 8.8e-2 (SAPHN).
+    # / 255) to 8.8e-2 (SAPHN, 1.1e-3 of its range).
     kernel = [w for w in model.weights if len(w.shape) >= 2][-1]
     original = kernel.numpy()
     perturbed = original.copy()
@@ -80,4 +85,4 @@ def test_float32_artifact_matches_keras(paper, fmt, tmp_path):
         changed = np.asarray(model(x, training=False))
     finally:
         kernel.assign(original)
-    assert max_abs(got, changed) > ATOL, f"{name}: a perturbed weight went unnoticed"
+    assert max_abs(got, changed) / scale > ATOL, f"{name}: a perturbed weight went unnoticed"
