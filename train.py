@@ -16,14 +16,13 @@ import sys
 
 def _models_epilog() -> str:
     """The registered networks with their model and training presets, for ``--help``."""
-    import tfdeblur
+    from tfdeblur.registry import CATALOG  # names only: builds nothing, imports no Keras
 
     lines = ["registered models (model presets; training presets):"]
-    for name in tfdeblur.list_models():
-        spec = tfdeblur.get_spec(name)
-        presets = ", ".join(spec.presets)
-        train_presets = ", ".join(spec.train_presets)
-        lines.append(f"  {name:<12} model: {presets}; training: {train_presets}")
+    for name, (presets, train_presets) in CATALOG.items():
+        lines.append(
+            f"  {name:<12} model: {', '.join(presets)}; training: {', '.join(train_presets)}"
+        )
     lines += [
         "",
         "examples:",
@@ -35,7 +34,7 @@ def _models_epilog() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tfdeblur.training import add_device_arguments, add_loss_arguments
+    from tfdeblur.options import add_device_arguments, add_loss_arguments
 
     p = argparse.ArgumentParser(
         description=__doc__,
@@ -68,7 +67,10 @@ def build_parser() -> argparse.ArgumentParser:
     length.add_argument("--epochs", type=int, default=None)
     length.add_argument("--iterations", type=int, default=None)
     p.add_argument(
-        "--steps-per-epoch", type=int, default=None, help="default: training pairs / batch"
+        "--steps-per-epoch",
+        type=int,
+        default=None,
+        help="default: the preset's (100 for demo presets), else training pairs / batch",
     )
     p.add_argument("--blur-key", choices=["blur", "blur_gamma"], default=None)
     add_loss_arguments(p)
@@ -115,7 +117,14 @@ def build_parser() -> argparse.ArgumentParser:
     )
     add_device_arguments(p)
     p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--verbose", type=int, default=1, choices=[0, 1, 2])
+    p.add_argument(
+        "--verbose",
+        type=int,
+        default=1,
+        choices=[0, 1, 2, 3],
+        help="0: silent, 1: progress bar (default), 2: one line per epoch, 3: one line per "
+        "epoch and TensorFlow's own log lines (also: TFDEBLUR_VERBOSE=1)",
+    )
     p.add_argument(
         "--show-preset", action="store_true", help="print the resolved settings and exit"
     )
@@ -123,11 +132,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    from tfdeblur.startup import quiet_logs
+
+    args = build_parser().parse_args(argv)  # imports no TensorFlow
+    quiet_logs(verbose=args.verbose >= 3)
     from tfdeblur.cluster import ClusterError
     from tfdeblur.training import TrainConfig, resolve_train_settings, train
 
     fields = {k: v for k, v in vars(args).items() if k != "show_preset"}
+    fields["verbose"] = min(args.verbose, 2)  # Keras' fit verbosity
     fields["output_dir"] = fields["output_dir"] or f"runs/{args.model}"
     config = TrainConfig(**fields)
     try:

@@ -150,6 +150,8 @@ def onnx(
     spec = input_signature(prepared, batch_size=None, input_size=input_size)
 
     def write(tmp):
+        if verbose:  # tf2onnx prints nothing for a while
+            print(f"export: converting {model.name!r} to ONNX (tf2onnx, opset {opset}) ...")
         _convert(tf2onnx, serving_function(prepared, spec), spec, opset, str(tmp))
 
     return write_verified(

@@ -1,13 +1,14 @@
 """Switch layers to their export-friendly formulations before converting a model.
 
-Some layers have two formulations of the same numbers: one fast to train, one that
-converts to TFLite builtin ops and to ONNX with dynamic H and W (LCBlock's
-``method="patches"`` on ``tf.image.extract_patches`` versus ``method="slices"``). A layer
+Some layers have two formulations of the same numbers: one fast to train, one fast in the
+deployed runtimes (LCBlock's ``method="depthwise"``, a one-hot depthwise gather that
+TensorFlow trains fastest, versus ``method="windows"``, shifted slices that LiteRT/XNNPACK
+runs fastest in float32 and int8). A layer
 class declares its export formulation with a class attribute mapping config keys to
 the values the exporters need::
 
     class LCBlock(keras.layers.Layer):
-        EXPORT_OVERRIDES = {"method": "slices"}
+        EXPORT_OVERRIDES = {"method": "windows"}
 
 :func:`prepare_for_export` walks the model's serialized config (nested models and
 layers that serialize their sublayers included), rewrites every such key, rebuilds the
@@ -15,7 +16,7 @@ model with ``from_config`` and copies the weights. An override must therefore ch
 how a layer computes, never which weights it has; a mismatch in the weights raises.
 A layer that builds its sublayers from its own arguments (not from a serialized
 sublayer config) declares the override on its own argument instead, e.g.
-``EXPORT_OVERRIDES = {"lc_method": "slices"}``.
+``EXPORT_OVERRIDES = {"lc_method": "windows"}``.
 """
 
 from __future__ import annotations

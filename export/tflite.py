@@ -17,12 +17,18 @@ without the Flex delegate cannot run Flex ops. Layers whose training formulation
 other ops are switched to their builtin-only twin first (:mod:`export.prepare`), and the
 written file is checked to contain builtin operators only.
 
-Speed: fix the size you deploy at. With dynamic H and W (the default) the file runs at
-any size after ``resize_tensor_input`` + ``allocate_tensors``, but the shape arithmetic
-of the models' pad-to-multiple makes every tensor dynamic, and the XNNPACK delegate
-leaves most ops to the slower reference kernels (LCNet paper preset, 256x256, 2 cores:
-about 250 ms dynamic against 45 ms with ``input_size=(256, 256)``). A phone app knows
-its frame size: export with ``input_size`` for the fast static graph.
+Speed. With dynamic H and W (the default) the file runs at any size after
+``resize_tensor_input`` + ``allocate_tensors``. Operators whose sizes are computed in the
+graph (pads, slices and reshapes to sizes derived from ``SHAPE``) are not taken by the
+XNNPACK delegate and split its partitions; the layers avoid them where a formulation
+without them exists (SAPHN's patch split is an even ``SPLIT``, its attention reshapes to
+constant shapes), and what is left (the models' pad-to-multiple and crop, on 3-channel
+images) costs little: LCNet without LCBlocks, SARN, SAPHN and DeepDeblur files resized
+to 256x256 run within the noise (1.0-1.35x) of files fixed at that size (2-core AMD EPYC,
+loaded by other jobs). The
+``"slices"`` formulation of LCBlock slices shifted windows at computed sizes and is
+what makes LCNet's any-size file slower (2.7x at 256x256). ``input_size`` fixes the
+size for a fully static graph.
 
 Quantization:
 
@@ -325,12 +331,15 @@ class _DropMessages(logging.Filter):
 
 @contextlib.contextmanager
 def _quiet_converter():
-    """Silence two converter messages that do not apply here (frozen input, pinned range)."""
+    """Silence two converter messages that do not apply here (frozen input, pinned range),
+    and the quantizer's C++ log lines (:func:`tfdeblur.startup.stderr_without_log_lines`)."""
+    from tfdeblur.startup import stderr_without_log_lines
+
     log_filter = _DropMessages("trackable_obj", "Statistics for quantized inputs")
     absl_logger = logging.getLogger("absl")
     absl_logger.addFilter(log_filter)
     try:
-        with warnings.catch_warnings():
+        with warnings.catch_warnings(), stderr_without_log_lines():
             warnings.filterwarnings("ignore", message="Statistics for quantized inputs")
             yield
     finally:
@@ -455,6 +464,13 @@ def tflite(
     path = check_output_path(path, "tflite")
     input_size = parse_input_size(input_size)
     prepared, switches, frozen = _prepared_and_frozen(model, input_size, verbose)
+    if verbose:  # the conversion (and int8 calibration) prints nothing for a while
+        calibration = (
+            f", calibrating int8 on {num_calibration_samples} crops"
+            if quantization == "int8"
+            else ""
+        )
+        print(f"export: converting {model.name!r} to TFLite ({quantization}{calibration}) ...")
     content = convert(
         prepared,
         quantization,

@@ -17,14 +17,23 @@ from __future__ import annotations
 
 import keras
 import tensorflow as tf
+from keras import ops
 
 from keras_layers.initializers import fresh_initializer
 
 
 def _flatten(features):
-    """``(B, H, W, C)`` -> ``(B, HW, C)`` with dynamic H, W (static C kept when known)."""
+    """``(B, H, W, C)`` -> ``(B, HW, C)`` with dynamic H, W (static C kept when known).
+
+    With B and C known (an exported TFLite graph has batch 1) the target shape is a
+    constant ``[B, -1, C]``: no shape arithmetic in the graph, which keeps the XNNPACK
+    delegate on the surrounding operators of an any-size file.
+    """
+    batch, channels = features.shape[0], features.shape[-1]
+    if batch is not None and channels is not None:
+        return ops.reshape(features, (batch, -1, channels))
     shape = tf.shape(features)
-    channels = features.shape[-1] if features.shape[-1] is not None else shape[3]
+    channels = channels if channels is not None else shape[3]
     return tf.reshape(features, tf.stack([shape[0], -1, channels]))
 
 
@@ -78,13 +87,10 @@ def distribute(selection_logits, descriptors):
             f"selection_logits must have a known channel count C2 equal to the number of "
             f"descriptors, got shapes {selection_logits.shape} and {descriptors.shape}."
         )
-    p = tf.nn.softmax(_flatten(selection_logits), axis=-1)
-    y = tf.matmul(p, descriptors) / tf.cast(maps, selection_logits.dtype)
-    shape = tf.shape(selection_logits)
-    channels = (
-        descriptors.shape[-1] if descriptors.shape[-1] is not None else tf.shape(descriptors)[2]
-    )
-    return tf.reshape(y, tf.stack([shape[0], shape[1], shape[2], channels]))
+    # On the 4-D maps, (B, H, W, C2) @ (B, 1, C2, C) with the batch dims broadcast: no
+    # flatten and no reshape back to a computed (B, H, W, C).
+    p = ops.softmax(selection_logits, axis=-1)
+    return ops.matmul(p, descriptors[:, None]) / maps
 
 
 def global_attention(selection_logits, gather_logits, values, channel_weights):

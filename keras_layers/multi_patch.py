@@ -10,7 +10,7 @@ Reference:
 from __future__ import annotations
 
 import keras
-import tensorflow as tf
+from keras import ops
 
 
 def _check_axis(axis):
@@ -39,12 +39,12 @@ class SplitPatches(keras.layers.Layer):
         self.axis = axis
 
     def call(self, inputs):
-        half = tf.shape(inputs)[self.axis] // 2
-        if self.axis == 1:
-            first, second = inputs[:, :half], inputs[:, half:]
-        else:
-            first, second = inputs[:, :, :half], inputs[:, :, half:]
-        return tf.concat([first, second], axis=0)
+        # An even split (TFLite SPLIT, ONNX Split) rather than slices at a computed
+        # half: with dynamic H, W the halves' sizes then follow from the input shape,
+        # with no shape arithmetic in the graph (which keeps the XNNPACK delegate on
+        # the convolutions that follow).
+        first, second = ops.split(inputs, 2, axis=self.axis)
+        return ops.concatenate([first, second], axis=0)
 
     def compute_output_shape(self, input_shape):
         shape = list(input_shape)
@@ -70,8 +70,8 @@ class MergePatches(keras.layers.Layer):
         self.axis = axis
 
     def call(self, inputs):
-        first, second = tf.split(inputs, 2, axis=0)
-        return tf.concat([first, second], axis=self.axis)
+        first, second = ops.split(inputs, 2, axis=0)
+        return ops.concatenate([first, second], axis=self.axis)
 
     def compute_output_shape(self, input_shape):
         shape = list(input_shape)

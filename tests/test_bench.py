@@ -9,6 +9,7 @@ import pytest
 import tfdeblur
 from tfdeblur.bench import count_gflops
 from tfdeblur.cli import main
+from tfdeblur.inference import tflite_interpreter
 
 
 def test_gflops_of_a_plain_conv_model_match_the_formula():
@@ -36,12 +37,13 @@ def test_bench_cli_tiny(tmp_path, gopro_samples, capsys):
             "--warmup", "1", "--runs", "2",
             "--verify-images", str(gopro_samples / "Istanbul_blur1.png"), "--verify-crop", "48x64",
             "--lc-batch-size", "2", "--lc-patch-size", "32", "--lc-steps", "1",
+            "--precision", "bfloat16",
             "--artifacts-dir", str(artifacts), "--output", str(out),
         ]
     )  # fmt: skip
     assert code == 0
     results = json.loads(out.read_text())
-    assert set(results) == {"machine", "settings", "models", "lc_formulations"}
+    assert set(results) == {"machine", "settings", "models", "lcblock"}
     assert results["machine"]["cpu_count"] >= 1 and results["machine"]["tensorflow"]
     assert results["machine"]["default_threads"] >= 1  # what the runners use (--threads unset)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["artifacts", "bench.json"]  # atomic
@@ -72,12 +74,35 @@ def test_bench_cli_tiny(tmp_path, gopro_samples, capsys):
     assert entry["targets"]["tflite_within_45db"] and entry["targets"]["tflite_float16_within_45db"]
     assert set(entry["targets"]["tflite_not_slower_than_keras"]) == {"32x32", "24x40"}
 
-    lc = results["lc_formulations"]
-    assert set(lc["train_step_ms"]) == {"patches", "slices"} and lc["faster"] in lc["train_step_ms"]
-    assert lc["batch_size"] == 2 and lc["patch_size"] == 32
+    # Issue #11's ratio rows: any-size over fixed-size file, operator count, bf16.
+    rows = entry["deployment"]
+    assert set(rows["any_size_slowdown"]["tflite"]) == {"32x32", "24x40"}
+    ratios = rows["any_size_slowdown"]["tflite"]
+    for size, ratio in ratios.items():
+        assert ratio == pytest.approx(
+            f32["latency_ms_dynamic_shape"][size] / f32["latency_ms"][size]
+        )
+    ops = rows["tflite_operators"]
+    interpreter = tflite_interpreter(f32["path"], default_delegates=False)
+    assert ops["total"] == len(interpreter._get_ops_details())  # the interpreter's own count
+    assert ops["total"] == sum(ops["by_type"].values()) and ops["by_type"]["CONV_2D"] > 0
+    assert entry["keras_precision"] == "bfloat16"
+    precision = entry["precision"]
+    assert set(precision["bf16_speedup"]) == {"32x32", "24x40"}
+    # bf16 vs float32 outputs of LCNet tiny on the GOPRO crop: measured 45-50 dB.
+    assert 35 < precision["psnr_bf16_vs_float32"] < 80
+
+    lc = results["lcblock"]
+    assert set(lc["train_step_ms"]) == set(lc["keras_ms"]) == {"lcnet", "no_lc"}
+    assert lc["batch_size"] == 2 and lc["patch_size"] == 32 and lc["lc_blocks"] == 3
+    # The tiny LCNet's three LCBlocks: 31 operators each (tests/export/test_artifacts.py).
+    assert lc["tflite_ops_per_lcblock"] <= 31
+    assert lc["tflite_ops"]["lcnet"] == lc["tflite_ops"]["no_lc"] + 3 * lc["tflite_ops_per_lcblock"]
 
     table = capsys.readouterr().out
-    assert "| lcnet (tiny) | tflite_float16 |" in table and "LCBlock formulations" in table
+    assert "| lcnet (tiny) | tflite_float16 |" in table
+    assert "LCBlocks, LCNet (tiny) vs num_lc_blocks=0" in table
+    assert "any-size tflite file vs fixed-size" in table and "bfloat16 vs float32" in table
 
 
 def test_bench_rejects_unknown_format(capsys):

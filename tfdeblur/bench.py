@@ -2,9 +2,9 @@
 
 For each model and format: parameters, file size, GFLOPs per frame, median latency at
 each requested size (256x256 and 1280x720 by default) on the current machine, and the
-artifact's PSNR against the Keras output and against the sharp images. Also the train
-step of LCBlock's two local-correlation formulations (``"patches"`` vs ``"slices"``),
-which is how LCNet's default formulation is chosen.
+artifact's PSNR against the Keras output and against the sharp images. Also what LCNet's
+LCBlocks cost (:func:`lcblock_cost`: LCNet against ``num_lc_blocks=0`` in a training step
+and in Keras graph mode, and the float32 TFLite operators per LCBlock).
 
 Methods:
 
@@ -59,6 +59,7 @@ FORMATS = (
     "onnx",
 )
 DEFAULT_SIZES = ((256, 256), (720, 1280))
+PRECISION_PAIR = ("float32", "bfloat16")
 FLOPS_SIZE = (720, 1280)
 
 _MAC_OPS = {"CONV_2D", "DEPTHWISE_CONV_2D", "TRANSPOSE_CONV", "FULLY_CONNECTED", "BATCH_MATMUL"}
@@ -226,7 +227,7 @@ def _input(model, size, clip_length: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).random(shape, dtype=np.float32)
 
 
-def _timer(fmt: str, model, path, x: np.ndarray, threads):
+def _timer(fmt: str, model, path, x: np.ndarray, threads, precision: str = "float32"):
     """A zero-argument callable running one synchronised inference of ``x``.
 
     The artifact runs through its :mod:`tfdeblur.inference` runner's ``run_batch``, the
@@ -234,13 +235,13 @@ def _timer(fmt: str, model, path, x: np.ndarray, threads):
     so the output is in host memory when the clock stops, and the time includes what an
     application pays per frame (quantizing an int8 model's input, copying it in and
     out). ``keras`` times the in-memory model in graph mode (traced on the first call,
-    a warm-up call).
+    a warm-up call), in ``precision`` (``"float32"`` or ``"bfloat16"``).
     """
     from tfdeblur.inference import KerasRunner, load_runner
 
     backend, _ = _label(fmt)
     if backend == "keras":
-        runner = KerasRunner(model, eager_first_call=False)
+        runner = KerasRunner(model, eager_first_call=False, precision=precision)
     else:
         runner = load_runner(path, format=backend, num_threads=threads)
     return lambda: runner.run_batch(x)
@@ -249,35 +250,56 @@ def _timer(fmt: str, model, path, x: np.ndarray, threads):
 # --------------------------------------------------------------------------- LCBlock
 
 
-def lc_formulation_train_steps(
+def count_tflite_ops(model_content) -> dict:
+    """Operators of a TFLite flatbuffer by builtin name (all subgraphs)."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(model_content), 0)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if k.isupper()}
+    counts: dict[str, int] = {}
+    for subgraph in model.subgraphs:
+        for op in subgraph.operators or []:
+            code = model.operatorCodes[op.opcodeIndex]
+            name = names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "?")
+            counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def lcblock_cost(
     preset: str = "paper",
-    batch_size: int = 4,
-    patch_size: int = 128,
+    batch_size: int = 1,
+    patch_size: int = 256,
     warmup: int = 2,
     steps: int = 5,
 ) -> dict:
-    """Median time of one LCNet training step (L1 loss, Adam) with each formulation.
+    """What LCNet's LCBlocks cost: LCNet against the same network without them.
 
-    Both models have the same weights and see the same batch; the step is a
-    ``tf.function`` (no XLA) computing the loss, its gradients and the Adam update; the
-    two steps alternate within each round.
+    ``num_lc_blocks=0`` removes the LCBlocks and nothing else (same weights elsewhere).
+    Timed, interleaved, medians: one training step (L1 loss, Adam, a ``tf.function``
+    without XLA, ``batch_size`` x ``patch_size``^2) and one inference call in Keras graph
+    mode (batch 1), each in the model's own (training) formulation. Counted: operators of
+    the float32 TFLite graph the exporter converts at ``patch_size`` x ``patch_size``
+    (export formulation), in all and per LCBlock.
     """
     import keras
     import tensorflow as tf
 
     import tfdeblur
+    from export.prepare import prepare_for_export
+    from export.signature import input_signature
+    from export.tflite import convert, frozen_function
 
     rng = np.random.default_rng(0)
-    blurry = tf.constant(rng.random((batch_size, patch_size, patch_size, 3), dtype=np.float32))
-    sharp = tf.constant(rng.random((batch_size, patch_size, patch_size, 3), dtype=np.float32))
-    weights = None
-    steps_by_method = {}
-    for method in ("patches", "slices"):
-        model = tfdeblur.build_model("lcnet", preset, lc_method=method)
-        if weights is None:
-            weights = model.get_weights()
-        else:
-            model.set_weights(weights)
+    shape = (batch_size, patch_size, patch_size, 3)
+    blurry = tf.constant(rng.random(shape, dtype=np.float32))
+    sharp = tf.constant(rng.random(shape, dtype=np.float32))
+    single = blurry[:1]
+    models = {
+        "lcnet": tfdeblur.build_model("lcnet", preset),
+        "no_lc": tfdeblur.build_model("lcnet", preset, num_lc_blocks=0),
+    }
+    timers, ops = {}, {}
+    for name, model in models.items():
         optimizer = keras.optimizers.Adam(1e-4)
         optimizer.build(model.trainable_variables)
 
@@ -289,18 +311,29 @@ def lc_formulation_train_steps(
             optimizer.apply(grads, model.trainable_variables)
             return loss
 
-        steps_by_method[method] = lambda step=step: step(blurry, sharp).numpy()
-    seconds = _interleaved_medians(steps_by_method, warmup, steps)
-    default = tfdeblur.get_model_config("lcnet", preset)["lc_method"]
+        infer = tf.function(lambda x, model=model: model(x, training=False))
+        timers[("train", name)] = lambda step=step: step(blurry, sharp).numpy()
+        timers[("infer", name)] = lambda infer=infer: infer(single).numpy()
+        prepared, _ = prepare_for_export(model)
+        spec = input_signature(prepared, batch_size=1, input_size=(patch_size, patch_size))
+        content = convert(prepared, "none", frozen=frozen_function(prepared, spec))
+        ops[name] = sum(count_tflite_ops(content).values())
+    seconds = _interleaved_medians(timers, warmup, steps)
+    blocks = sum(type(layer).__name__ == "LCBlock" for layer in models["lcnet"].layers)
+    ms = {key: 1000 * s for key, s in seconds.items()}
     return {
         "model": "lcnet",
         "preset": preset,
         "batch_size": batch_size,
         "patch_size": patch_size,
         "steps": steps,
-        "train_step_ms": {m: 1000 * s for m, s in seconds.items()},
-        "faster": min(seconds, key=seconds.get),
-        "preset_default": default,
+        "train_step_ms": {name: ms[("train", name)] for name in models},
+        "keras_ms": {name: ms[("infer", name)] for name in models},
+        "train_ratio": ms[("train", "lcnet")] / ms[("train", "no_lc")],
+        "keras_ratio": ms[("infer", "lcnet")] / ms[("infer", "no_lc")],
+        "lc_blocks": blocks,
+        "tflite_ops": ops,
+        "tflite_ops_per_lcblock": (ops["lcnet"] - ops["no_lc"]) / max(blocks, 1),
     }
 
 
@@ -324,9 +357,12 @@ class BenchConfig:
     verify_images: Sequence[str] | None = None
     verify_crop: tuple[int, int] | None = None
     lc_train_step: bool = True
-    lc_batch_size: int = 4
-    lc_patch_size: int = 128
+    lc_batch_size: int = 1
+    lc_patch_size: int = 256
     lc_steps: int = 5
+    precision: str = "float32"
+    network_ratios: bool = False
+    ratio_size: tuple[int, int] = (256, 256)
 
 
 def machine_info() -> dict:
@@ -368,7 +404,7 @@ def _export(fmt, model, directory: pathlib.Path, stem: str, config: BenchConfig,
     if backend == "saved_model":
         return export.saved_model(model, directory / f"{stem}_savedmodel", **quiet)
     if backend == "onnx":
-        return export.onnx(model, directory / f"{stem}.onnx", **quiet)
+        return export.onnx(model, directory / f"{stem}.onnx", input_size=size, **quiet)
     suffix = "" if quantization == "none" else f"_{quantization}"
     return export.tflite(
         model,
@@ -386,8 +422,10 @@ def bench_model(spec: str, config: BenchConfig, directory: pathlib.Path) -> dict
     import export
     from export.verify import CLIP_LENGTH, load_image_pairs
     from tfdeblur.inference import load_model
+    from tfdeblur.precision import resolve_precision
 
     model = load_model(spec, config.preset)
+    precision = resolve_precision(config.precision, model.name)
     stem = pathlib.Path(spec).stem if spec.endswith(".keras") else spec
     video = len(model.inputs[0].shape) == 5
     frames = CLIP_LENGTH if video else 1
@@ -415,10 +453,9 @@ def bench_model(spec: str, config: BenchConfig, directory: pathlib.Path) -> dict
             raise_on_failure=False,
         )
         static = {}
-        if backend == "tflite":
-            # Deployment at a known size: a static-shape file lets XNNPACK take the whole
-            # graph (with dynamic H, W the shape arithmetic of the pad-and-crop makes
-            # every tensor dynamic and most ops fall back to the reference kernels).
+        if backend in ("tflite", "onnx"):
+            # Deployment at a known size, and the any-size file resized to it: the ratio
+            # of the two is the cost of dynamic H, W (:func:`any_size_ratios`).
             for size in config.sizes:
                 key = f"{size[0]}x{size[1]}"
                 static[key] = _export(fmt, model, directory, f"{stem}_{key}", config, size).path
@@ -431,7 +468,7 @@ def bench_model(spec: str, config: BenchConfig, directory: pathlib.Path) -> dict
         timers = {}
         for fmt, (result, _, static) in exported.items():
             timers[(fmt, "static")] = _timer(
-                fmt, model, static.get(key, result.path), x, config.threads
+                fmt, model, static.get(key, result.path), x, config.threads, precision
             )
             if static:
                 timers[(fmt, "dynamic")] = _timer(fmt, model, result.path, x, config.threads)
@@ -460,7 +497,116 @@ def bench_model(spec: str, config: BenchConfig, directory: pathlib.Path) -> dict
             }
         )
     entry["targets"] = _targets(entry["artifacts"])
+    entry["keras_precision"] = precision
+    entry["deployment"] = deployment_rows(entry["artifacts"])
+    if config.precision != "float32":
+        entry["precision"] = precision_comparison(model, images, config)
     return entry
+
+
+# ------------------------------------------------------------ issue #11's ratio rows
+
+
+def tflite_operator_count(path) -> dict:
+    """Operators in a ``.tflite`` file's main graph: ``{"total": n, "by_type": {...}}``."""
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(pathlib.Path(path).read_bytes()), 0)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if k.isupper()}
+    codes = model.operatorCodes or []
+    counts: dict[str, int] = {}
+    for op in model.subgraphs[0].operators or []:
+        code = codes[op.opcodeIndex]
+        name = names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "CUSTOM")
+        counts[name] = counts.get(name, 0) + 1
+    ordered = dict(sorted(counts.items(), key=lambda kv: -kv[1]))
+    return {"total": sum(counts.values()), "by_type": ordered}
+
+
+def deployment_rows(artifacts: list[dict]) -> dict:
+    """Ratios of one model's artifacts (each a ratio of latencies timed in one round):
+
+    * ``int8_speedup``: float32 TFLite ms / int8 TFLite ms, fixed-size files, per size
+      (> 1: int8 faster).
+    * ``any_size_slowdown``: ``{"tflite": {size: r}, "onnx": {size: r}}``, the any-size
+      file resized to the size over the file fixed at that size (1 = as fast).
+    * ``tflite_operators``: operator count of the float32 any-size TFLite file.
+    """
+    by_label = {a["label"]: a for a in artifacts}
+    rows: dict = {}
+    if "tflite" in by_label and "tflite_int8" in by_label:
+        f32, int8 = by_label["tflite"]["latency_ms"], by_label["tflite_int8"]["latency_ms"]
+        rows["int8_speedup"] = {size: f32[size] / int8[size] for size in f32}
+    slowdown = {}
+    for label in ("tflite", "onnx"):
+        artifact = by_label.get(label)
+        if artifact and "latency_ms_dynamic_shape" in artifact:
+            dynamic = artifact["latency_ms_dynamic_shape"]
+            slowdown[label] = {s: dynamic[s] / ms for s, ms in artifact["latency_ms"].items()}
+    if slowdown:
+        rows["any_size_slowdown"] = slowdown
+    if "tflite" in by_label:
+        rows["tflite_operators"] = tflite_operator_count(by_label["tflite"]["path"])
+    return rows
+
+
+def precision_comparison(model, images, config: BenchConfig) -> dict:
+    """Keras ``bfloat16`` against ``float32``: latency per size (interleaved, graph mode)
+    and the PSNR of the bf16 output against the float32 output on the verification
+    images (clipped to [0, 1], the first verification image centre-cropped to the first
+    benchmark size)."""
+    from export.signature import as_model_input
+    from tfdeblur.inference import KerasRunner
+    from tfdeblur.metrics import psnr
+
+    runners = {p: KerasRunner(model, eager_first_call=False, precision=p) for p in PRECISION_PAIR}
+    latency: dict = {p: {} for p in PRECISION_PAIR}
+    for size in config.sizes:
+        x = _input(model, size, 3)
+        timers = {p: (lambda r=r, x=x: r.run_batch(x)) for p, r in runners.items()}
+        for p, seconds in _interleaved_medians(timers, config.warmup, config.runs).items():
+            latency[p][f"{size[0]}x{size[1]}"] = 1000 * seconds
+    scores = []
+    for _, blurry, _ in images:
+        blurry = np.asarray(blurry, np.float32)
+        h, w = min(config.sizes[0][0], blurry.shape[0]), min(config.sizes[0][1], blurry.shape[1])
+        top, left = (blurry.shape[0] - h) // 2, (blurry.shape[1] - w) // 2
+        crop = blurry[top : top + h, left : left + w]
+        shape = runners["float32"].model.inputs[0].shape
+        x = as_model_input(shape, [crop] if len(shape) == 5 else crop)
+        out = {p: np.clip(r.run_batch(x), 0, 1) for p, r in runners.items()}
+        f32, bf16 = (out[p].reshape((-1, *out[p].shape[-3:])) for p in PRECISION_PAIR)
+        scores.append(float(np.min(psnr(bf16, f32))))
+    return {
+        "latency_ms": latency,
+        "bf16_speedup": {s: latency["float32"][s] / ms for s, ms in latency["bfloat16"].items()},
+        "psnr_bf16_vs_float32": min(scores) if scores else None,
+    }
+
+
+def network_ratios(size=(256, 256), warmup: int = 2, runs: int = 5) -> dict:
+    """LCNet's paper preset against itself without LCBlocks (``num_lc_blocks=0``) and
+    against DeepDeblur's paper preset: Keras graph mode, float32, batch 1, ``size``,
+    the three timed in turn. Ratios > 1: the other network is faster than LCNet.
+    """
+    from tfdeblur import registry
+    from tfdeblur.inference import KerasRunner
+
+    models = {
+        "lcnet": registry.build_model("lcnet", "paper"),
+        "lcnet_no_lc": registry.build_model("lcnet", "paper", num_lc_blocks=0),
+        "deepdeblur": registry.build_model("deepdeblur", "paper"),
+    }
+    x = np.random.default_rng(0).random((1, *size, 3), dtype=np.float32)
+    runners = {k: KerasRunner(m, eager_first_call=False) for k, m in models.items()}
+    timers = {k: (lambda r=r: r.run_batch(x)) for k, r in runners.items()}
+    ms = {k: 1000 * v for k, v in _interleaved_medians(timers, warmup, runs).items()}
+    return {
+        "size": f"{size[0]}x{size[1]}",
+        "latency_ms": ms,
+        "lcnet_over_no_lc": ms["lcnet"] / ms["lcnet_no_lc"],
+        "deepdeblur_over_lcnet": ms["deepdeblur"] / ms["lcnet"],
+    }
 
 
 def _targets(artifacts: list[dict]) -> dict:
@@ -494,6 +640,9 @@ def _targets(artifacts: list[dict]) -> dict:
 
 def run_bench(config: BenchConfig, artifacts_dir=None) -> dict:
     """Run the benchmark; artifacts go to ``artifacts_dir`` (a temporary folder if None)."""
+    from tfdeblur.precision import check_precision
+
+    check_precision(config.precision)
     for fmt in config.formats:
         if fmt not in FORMATS:
             raise ValueError(f"unknown format {fmt!r}; formats: {', '.join(FORMATS)}.")
@@ -510,12 +659,16 @@ def run_bench(config: BenchConfig, artifacts_dir=None) -> dict:
             "models": [bench_model(spec, config, directory) for spec in config.models],
         }
         if config.lc_train_step:
-            results["lc_formulations"] = lc_formulation_train_steps(
+            results["lcblock"] = lcblock_cost(
                 config.preset or "paper",
                 config.lc_batch_size,
                 config.lc_patch_size,
                 warmup=min(2, config.warmup) or 1,
                 steps=config.lc_steps,
+            )
+        if config.network_ratios:
+            results["network_ratios"] = network_ratios(
+                tuple(config.ratio_size), max(1, config.warmup), config.runs
             )
     return _json_safe(results)
 
@@ -560,13 +713,54 @@ def format_table(results: dict) -> str:
                 sharp,
             ]
             lines.append("| " + " | ".join(cells) + " |")
-    lc = results.get("lc_formulations")
+    lines.extend(_ratio_lines(results))
+    lc = results.get("lcblock")
     if lc:
-        steps = ", ".join(f"{m} {ms:.0f} ms" for m, ms in lc["train_step_ms"].items())
         lines.append("")
         lines.append(
-            f"LCBlock formulations, LCNet ({lc['preset']}) train step, batch {lc['batch_size']} "
-            f"x {lc['patch_size']}x{lc['patch_size']}: {steps} (faster: {lc['faster']}; "
-            f"preset default: {lc['preset_default']})."
+            f"LCBlocks, LCNet ({lc['preset']}) vs num_lc_blocks=0, {lc['patch_size']}x"
+            f"{lc['patch_size']}: Keras graph mode {lc['keras_ms']['lcnet']:.0f} vs "
+            f"{lc['keras_ms']['no_lc']:.0f} ms (x{lc['keras_ratio']:.2f}); train step (batch "
+            f"{lc['batch_size']}) {lc['train_step_ms']['lcnet']:.0f} vs "
+            f"{lc['train_step_ms']['no_lc']:.0f} ms (x{lc['train_ratio']:.2f}); float32 TFLite "
+            f"operators {lc['tflite_ops']['lcnet']} vs {lc['tflite_ops']['no_lc']} "
+            f"({lc['tflite_ops_per_lcblock']:.0f} per LCBlock)."
         )
     return "\n".join(lines)
+
+
+def _ratio_lines(results: dict) -> list[str]:
+    """The ratio rows of issue #11 (:func:`deployment_rows`, :func:`precision_comparison`,
+    :func:`network_ratios`) as text lines under the table."""
+
+    def sizes(values: dict, fmt: str = "{:.2f}x") -> str:
+        return ", ".join(f"{s} {fmt.format(v)}" for s, v in values.items())
+
+    lines = []
+    for entry in results["models"]:
+        rows = entry.get("deployment", {})
+        name = entry["model"]
+        if "int8_speedup" in rows:
+            lines.append(f"{name}: int8 vs float32 TFLite speed-up: {sizes(rows['int8_speedup'])}")
+        for label, values in rows.get("any_size_slowdown", {}).items():
+            lines.append(f"{name}: any-size {label} file vs fixed-size: {sizes(values)}")
+        if "tflite_operators" in rows:
+            ops = rows["tflite_operators"]
+            top = ", ".join(f"{k} {v}" for k, v in list(ops["by_type"].items())[:4])
+            lines.append(f"{name}: TFLite operators: {ops['total']} ({top})")
+        precision = entry.get("precision")
+        if precision:
+            lines.append(
+                f"{name}: Keras bfloat16 vs float32 speed-up: {sizes(precision['bf16_speedup'])};"
+                f" PSNR bf16 vs float32 output {precision['psnr_bf16_vs_float32']:.1f} dB"
+            )
+    ratios = results.get("network_ratios")
+    if ratios:
+        ms = ratios["latency_ms"]
+        lines.append(
+            f"Keras float32 {ratios['size']}: LCNet {ms['lcnet']:.1f} ms, without LCBlocks "
+            f"{ms['lcnet_no_lc']:.1f} ms (LCNet / no-LC {ratios['lcnet_over_no_lc']:.2f}x), "
+            f"DeepDeblur {ms['deepdeblur']:.1f} ms (DeepDeblur / LCNet "
+            f"{ratios['deepdeblur_over_lcnet']:.1f}x)"
+        )
+    return [""] + lines if lines else []

@@ -124,7 +124,9 @@ def comparison_image(
         The comparison image. The top row holds the two images, each scaled by
         ``s = min(1, (max_width - GAP) / (2 W))``; the bottom row the two crops, each
         zoomed by the integer ``z = max(1, floor(panel width / size))`` with
-        nearest-neighbour (every source pixel becomes a ``z x z`` block).
+        nearest-neighbour (every source pixel becomes a ``z x z`` block). Each column is
+        ``max(panel width, z * size)`` wide with its panel and its crop centred in it, so
+        the two crops are the same size at the same place under their panels.
     """
     before = np.asarray(before, dtype=np.float32)
     after = np.clip(np.asarray(after, dtype=np.float32), 0.0, 1.0)
@@ -164,13 +166,14 @@ def comparison_image(
     if labels is not None:
         panels = [_label(p, text) for p, text in zip(panels, labels, strict=True)]
 
+    # Two equal columns; in each, the panel and the zoomed crop are centred, so both crops
+    # have the same size and the same place under their panels.
     zoom_side = size * zoom
-    canvas = np.ones(
-        (panel_h + GAP + zoom_side, 2 * max(panel_w, zoom_side) + GAP, 3), dtype=np.float32
-    )
-    column = max(panel_w, zoom_side) + GAP
+    column = max(panel_w, zoom_side)
+    canvas = np.ones((panel_h + GAP + zoom_side, 2 * column + GAP, 3), dtype=np.float32)
+    panel_x, zoom_x = (column - panel_w) // 2, (column - zoom_side) // 2
     for i in range(2):
-        x = i * column
-        canvas[:panel_h, x : x + panel_w] = panels[i]
-        canvas[panel_h + GAP :, x : x + zoom_side] = zooms[i]
+        x = i * (column + GAP)
+        canvas[:panel_h, x + panel_x : x + panel_x + panel_w] = panels[i]
+        canvas[panel_h + GAP :, x + zoom_x : x + zoom_x + zoom_side] = zooms[i]
     return canvas

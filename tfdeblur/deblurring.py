@@ -65,24 +65,25 @@ IMAGE_EXTENSIONS = READ_EXTENSIONS
 # ---------------------------------------------------------------------------------------
 
 
-def _get_runner(model, preset=None):
-    from tfdeblur.inference import Runner, load_runner
+def _get_runner(model, preset=None, precision: str | None = None):
+    from tfdeblur.inference import Runner, load_runner, with_precision
 
     if isinstance(model, Runner):
-        return model
+        return with_precision(model, precision)
     if isinstance(model, (str, os.PathLike)):
         path = pathlib.Path(model).expanduser()
         stamp = path.stat().st_mtime_ns if path.is_file() else None
-        return _cached_runner(str(path.resolve()) if stamp else str(model), stamp, preset)
-    return load_runner(model, preset)
+        spec = str(path.resolve()) if stamp else str(model)
+        return _cached_runner(spec, stamp, preset, precision)
+    return load_runner(model, preset, precision=precision)
 
 
 @functools.lru_cache(maxsize=2)
-def _cached_runner(spec: str, stamp, preset):
+def _cached_runner(spec: str, stamp, preset, precision):
     from tfdeblur.inference import load_runner
 
     del stamp  # part of the cache key only: a rewritten model file is loaded again
-    return load_runner(spec, preset)
+    return load_runner(spec, preset, precision=precision)
 
 
 def _fixed_size(runner) -> tuple[int, int] | None:
@@ -196,6 +197,7 @@ def deblur(
     overlap: int = 32,
     *,
     preset: str | None = None,
+    precision: str | None = None,
 ) -> np.ndarray:
     """Deblur one image.
 
@@ -211,6 +213,9 @@ def deblur(
             input shape is tiled with that shape instead (:func:`plan_tile`).
         overlap: minimum overlap between tiles, at most ``tile / 2``. Default 32.
         preset: model preset for registry names.
+        precision: ``"float32"``, ``"bfloat16"`` or ``"auto"`` for Keras models (see
+            :mod:`tfdeblur.precision`); None (default): a given Runner as it is, anything
+            else in float32; other formats refuse ``"bfloat16"``.
 
     Returns:
         The deblurred image, clamped to ``[0, 1]``: for a path, float32 ``(H, W, 3)``
@@ -221,17 +226,20 @@ def deblur(
 
     Raises:
         FileNotFoundError: the image or model file does not exist.
-        ValueError: unreadable image, bad shape/dtype, bad ``tile``/``overlap``.
+        ValueError: unreadable image, bad shape/dtype, bad ``tile``/``overlap``/``precision``.
     """
+    from tfdeblur.precision import check_precision
     from tfdeblur.tiling import check_tiling
 
     check_tiling(tile, overlap)  # before a model is loaded
+    if precision is not None:
+        check_precision(precision)
     if isinstance(image, (str, os.PathLike)):
         rgb = read_image(image, exif_orientation=True)
         shape, dtype = rgb.shape, np.dtype(np.float32)
     else:
         rgb, shape, dtype = _to_float_rgb(image)
-    runner = _get_runner(model, preset)
+    runner = _get_runner(model, preset, precision)
     return _finish(run_image(runner, rgb, tile, overlap), shape, dtype)
 
 

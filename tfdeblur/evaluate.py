@@ -64,6 +64,7 @@ def evaluate(
     overlap: int = 32,
     quantize: bool = False,
     progress: Callable[[int, int, dict], None] | None = None,
+    precision: str | None = None,
 ) -> dict:
     """Evaluate a model on ``pairs`` (``tfdeblur.data.ImagePair``).
 
@@ -79,6 +80,9 @@ def evaluate(
         overlap: tile overlap.
         quantize: round outputs to 8 bits before scoring (what a saved PNG holds).
         progress: called as ``progress(done, total, row)`` after each image.
+        precision: ``"float32"``, ``"bfloat16"`` or ``"auto"`` for Keras models (see
+            :mod:`tfdeblur.precision`); None (default): a given Runner as it is, anything
+            else in float32.
 
     Returns:
         ``{"psnr", "ssim", "ssim_matlab", "seconds", "psnr_blurry"}`` means over images,
@@ -90,7 +94,7 @@ def evaluate(
     from tfdeblur.tiling import check_tiling
 
     check_tiling(tile, overlap)  # before the model is loaded
-    runner = load_runner(model)
+    runner = load_runner(model, precision=precision)
     pairs = list(pairs)[:limit] if limit else list(pairs)
     if not pairs:
         raise ValueError("evaluate: no image pairs to evaluate.")

@@ -31,6 +31,9 @@ Rules shared by every caller:
   uses a GPU when it finds one.
 * Quantized TFLite inputs and outputs are mapped with the scale and zero point the
   interpreter reports (:func:`quantize_input`, :func:`dequantize_output`).
+* Precision (:mod:`tfdeblur.precision`): ``load_runner(..., precision=)`` runs a Keras
+  model in float32 (default) or under ``mixed_bfloat16`` (``runner.precision`` says which;
+  outputs are float32 either way); other formats run as exported and refuse ``bfloat16``.
 * A model with a fixed input size (exported with ``input_size``/``--input-size``) raises
   a ValueError naming the file, its size and the image's for any other size; it is not
   resized (``runner.input_size`` tells callers such as the tiler the size to use).
@@ -46,11 +49,8 @@ import warnings
 import keras
 import numpy as np
 
-#: Model formats a :class:`Runner` runs (``export`` writes the same four).
-FORMATS = ("saved_model", "keras", "tflite", "onnx")
-
-#: File suffix of each single-file format, matched exactly (a SavedModel is a directory).
-SUFFIXES = {"keras": ".keras", "tflite": ".tflite", "onnx": ".onnx"}
+# Model formats a :class:`Runner` runs (``export`` writes the same four), and their suffixes.
+from tfdeblur.options import FORMATS, SUFFIXES  # noqa: F401
 
 
 def default_num_threads() -> int:
@@ -236,9 +236,12 @@ class Runner(abc.ABC):
         model: the Keras model (Keras runners only), else None.
         path: the model file or directory, None for in-memory models.
         input_size: ``(H, W)`` of a fixed-size model, None when any size runs.
+        precision: ``"float32"``, or ``"bfloat16"`` for a Keras model run under
+            ``mixed_bfloat16`` (see :mod:`tfdeblur.precision`).
     """
 
     kind = "keras"
+    precision = "float32"
 
     def __init__(
         self,
@@ -328,6 +331,9 @@ class KerasRunner(Runner):
             one-off photo); False traces on the first call (``tfdeblur bench``, whose
             warm-up calls then absorb the trace).
         path: the ``.keras`` file the model came from, if any.
+        precision: ``"float32"`` (default) or ``"bfloat16"``: the model is run as a copy
+            rebuilt under ``mixed_bfloat16`` (:func:`tfdeblur.precision.as_bfloat16`);
+            ``runner.model`` is that copy.
     """
 
     kind = "keras"
@@ -340,7 +346,18 @@ class KerasRunner(Runner):
         *,
         eager_first_call: bool = True,
         path=None,
+        precision: str = "float32",
     ):
+        from tfdeblur.precision import as_bfloat16, check_precision
+
+        if check_precision(precision) == "auto":
+            raise ValueError(
+                "KerasRunner takes precision 'float32' or 'bfloat16'; resolve 'auto' first."
+            )
+        if precision == "bfloat16":
+            name = name or model.name
+            model = as_bfloat16(model)
+        self.precision = precision
         inputs = getattr(model, "inputs", None)
         shape = tuple(inputs[0].shape) if inputs else None
         super().__init__(
@@ -361,7 +378,8 @@ class KerasRunner(Runner):
 
     def _first_output(self, x):
         out = self.model(x, training=False)
-        return out[0] if isinstance(out, (list, tuple)) else out
+        out = out[0] if isinstance(out, (list, tuple)) else out
+        return out if out.dtype == "float32" else keras.ops.cast(out, "float32")
 
     def _run(self, x):
         seen = self._calls_per_shape.get(x.shape, 0)
@@ -601,6 +619,7 @@ def load_runner(
     format: str | None = None,
     default_delegates: bool = True,
     providers=None,
+    precision: str | None = None,
 ) -> Runner:
     """Load a model of any supported format as a :class:`Runner`.
 
@@ -615,13 +634,54 @@ def load_runner(
         default_delegates: TFLite only: apply the default XNNPACK delegate (see
             :func:`tflite_interpreter`).
         providers: ONNX only: execution providers (default :func:`onnx_providers`).
+        precision: ``"float32"``, ``"bfloat16"`` or ``"auto"`` (see
+            :mod:`tfdeblur.precision`): a Keras model runs under ``mixed_bfloat16`` for
+            ``"bfloat16"`` (and for ``"auto"`` where that is faster); other formats run
+            as exported and refuse ``"bfloat16"``. None (default): a given
+            :class:`Runner` as it is, anything else in float32.
 
     Raises:
         FileNotFoundError: the model file does not exist.
-        ValueError: the file cannot be loaded, or its suffix is not an exact lower-case
-            one; the message names it.
+        ValueError: the file cannot be loaded, its suffix is not an exact lower-case
+            one, or ``bfloat16`` is asked of a non-Keras model; the message names it.
         KeyError: ``spec`` is neither a file nor a registered network.
     """
+    from tfdeblur.precision import check_precision
+
+    if precision is not None:
+        check_precision(precision)
+    runner = _load_runner(spec, preset, num_threads, format, default_delegates, providers)
+    return with_precision(runner, precision)
+
+
+def with_precision(runner: Runner, precision: str | None) -> Runner:
+    """``runner`` in ``precision`` (see :mod:`tfdeblur.precision`): itself when it already
+    runs so, when ``precision`` is None, or when ``"auto"`` resolves to its own; else a
+    new :class:`KerasRunner` of its model in that precision.
+
+    Raises:
+        ValueError: ``"bfloat16"`` for a non-Keras runner, naming its file; ``"float32"``
+            for a runner already in bfloat16 (load the model again).
+    """
+    from tfdeblur.precision import check_format, resolve_precision
+
+    if precision is None:
+        return runner
+    check_format(precision, runner.kind, runner._label())
+    if runner.kind != "keras":
+        return runner
+    wanted = resolve_precision(precision, runner.model.name)
+    if wanted == runner.precision:
+        return runner
+    model = runner.model
+    if runner.precision != "float32":
+        raise ValueError(
+            f"{runner._label()} runs in {runner.precision}; load it again for {wanted}."
+        )
+    return KerasRunner(model, name=runner.name, path=runner.path, precision=wanted)
+
+
+def _load_runner(spec, preset, num_threads, format, default_delegates, providers) -> Runner:
     if isinstance(spec, Runner):
         return spec
     if isinstance(spec, keras.Model):

@@ -42,6 +42,19 @@ class ModelSpec:
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
+_CATALOG_CHECKED = False  # set once CATALOG has been compared with the registry
+
+#: What the registry holds, by name only: network -> (model presets, training presets).
+#: ``train.py --help`` lists it without importing the networks (and with them Keras and
+#: TensorFlow); :func:`list_models` and :func:`get_spec` check on first use that it
+#: equals what ``tfdeblur.models`` registers, so an out-of-date entry fails every run.
+CATALOG: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "deepdeblur": (("paper", "k1", "k2", "tiny"), ("paper", "official", "demo")),
+    "lcnet": (("paper", "tiny"), ("paper", "demo")),
+    "saphn": (("paper", "tiny"), ("paper", "demo")),
+    "sarn": (("paper", "drm0_sa", "drm3", "drm6", "tiny"), ("paper", "tiny", "demo")),
+    "sarn_video": (("paper", "tiny"), ("paper", "tiny", "demo")),
+}
 
 
 def register_model(
@@ -82,7 +95,28 @@ def register_model(
 
 def _ensure_models_imported() -> None:
     # Importing the package registers every network (each module decorates its builder).
+    global _CATALOG_CHECKED
+    if _CATALOG_CHECKED:
+        return
     import tfdeblur.models  # noqa: F401
+
+    built_in = builtin_catalog()
+    if built_in != CATALOG:
+        raise RuntimeError(
+            f"tfdeblur.registry.CATALOG is out of date; tfdeblur.models registers {built_in}."
+        )
+    _CATALOG_CHECKED = True
+
+
+def builtin_catalog() -> dict[str, tuple[tuple[str, ...], tuple[str, ...]]]:
+    """``{name: (model presets, training presets)}`` of the networks registered by
+    ``tfdeblur.models`` (the form of :data:`CATALOG`; networks registered elsewhere, e.g.
+    by a user's own module, are left out)."""
+    return {
+        name: (tuple(spec.presets), tuple(spec.train_presets))
+        for name, spec in sorted(_REGISTRY.items())
+        if getattr(spec.builder, "__module__", "").startswith("tfdeblur.models.")
+    }
 
 
 def list_models() -> list[str]:

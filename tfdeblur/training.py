@@ -44,57 +44,15 @@ from tfdeblur.cluster import DEFAULT_CLUSTER_TIMEOUT, SignalGuard, peer_lost
 from tfdeblur.fileio import atomic_path, check_output_path, write_text_atomic
 from tfdeblur.losses import DEFAULT_PERCEPTUAL_LAYER, MULTISCALE_TERMS, DeblurLoss, bce_with_logits
 from tfdeblur.metrics import psnr, ssim
+from tfdeblur.options import (  # noqa: F401
+    MIXED_POLICIES,
+    STRATEGIES,
+    add_device_arguments,
+    add_loss_arguments,
+)
 from tfdeblur.run_folder import prepare_run_folder, worker_temp_dir
 
 logger = logging.getLogger(__name__)
-
-STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
-MIXED_POLICIES = ("mixed_float16", "mixed_bfloat16")
-
-
-def add_device_arguments(parser) -> None:
-    """``--strategy`` and ``--mixed-precision``, shared by ``train.py`` and
-    ``tfdeblur bench-data`` (which must time the step ``train.py`` runs)."""
-    parser.add_argument(
-        "--strategy",
-        default="auto",
-        choices=STRATEGIES,
-        help="auto: MirroredStrategy over all GPUs when there are several, else one device",
-    )
-    parser.add_argument(
-        "--mixed-precision",
-        nargs="?",
-        const="auto",
-        default=False,
-        choices=("auto", *MIXED_POLICIES),
-        help="mixed precision: auto (the default when given without a value) is "
-        "mixed_float16 on GPUs, mixed_bfloat16 otherwise",
-    )
-
-
-def parse_loss_terms(text: str) -> dict[str, float]:
-    """``l1=1,perceptual=0.1`` -> ``{"l1": 1.0, "perceptual": 0.1}`` (a bare name weighs 1)."""
-    import argparse
-
-    terms = {}
-    for item in text.split(","):
-        name, _, weight = item.partition("=")
-        try:
-            terms[name.strip()] = float(weight) if weight else 1.0
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"bad loss term {item!r} (want NAME=WEIGHT)") from None
-    return terms
-
-
-def add_loss_arguments(parser) -> None:
-    """``--loss`` and ``--vgg-weights``, shared by ``train.py`` and ``tfdeblur bench-data``
-    (a recipe with a perceptual term needs the VGG-19 weights, or ``--loss`` without it)."""
-    parser.add_argument(
-        "--loss", type=parse_loss_terms, default=None, help="e.g. l1=1,perceptual=0.1"
-    )
-    parser.add_argument(
-        "--vgg-weights", default="imagenet", help="'imagenet' (Keras cache/download) or a local .h5"
-    )
 
 
 @dataclasses.dataclass
@@ -160,6 +118,14 @@ def make_strategy(
         check_tf_config(os.environ.get("TF_CONFIG"))
         return cluster_lib.multi_worker_strategy(cluster_timeout)
     gpus = tf.config.list_logical_devices("GPU")
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
+    if not gpus and visible and visible != "-1":
+        # TensorFlow's own reason (cuInit, missing libraries) is among its log lines.
+        logger.warning(
+            "CUDA_VISIBLE_DEVICES=%s asks for a GPU, but TensorFlow found none: training on "
+            "the CPU (TFDEBLUR_VERBOSE=1 shows TensorFlow's reason).",
+            visible,
+        )
     if name == "mirrored" or (name == "auto" and len(gpus) > 1):
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices)
@@ -234,6 +200,7 @@ _OVERRIDES = {
     "vgg_layer": "perceptual_layer",
     "validate_every": "validate_every",
     "max_val_images": "max_val_images",
+    "steps_per_epoch": "steps_per_epoch",
 }
 # Settings that must be positive integers when present, with the flag that sets them.
 _POSITIVE = {
@@ -244,6 +211,7 @@ _POSITIVE = {
     "clip_length": "--clip-length",
     "validate_every": "--validate-every",
     "max_val_images": "--max-val-images",
+    "steps_per_epoch": "--steps-per-epoch",
 }
 
 
@@ -268,9 +236,11 @@ def resolve_train_settings(config: TrainConfig) -> dict[str, Any]:
     model preset this recipe trains unless ``--model-preset`` says otherwise, e.g.
     ``"tiny"`` for demo recipes; only a name, the model configuration stays in the
     registry), ``perceptual_layer`` (VGG-19 layer of the perceptual term, default
-    ``block3_conv3``), ``validate_every`` (epochs between validations, default 1) and
+    ``block3_conv3``), ``validate_every`` (epochs between validations, default 1),
     ``max_val_images`` (validation frames, spread evenly over the test split, or the
-    first clips; default all).
+    first clips; default all) and ``steps_per_epoch`` (default: one pass over the
+    training pairs; the demo recipes set it, as their 24 pairs make 3-step epochs whose
+    per-epoch validation and checkpoint would cost more than the training).
 
     The result always holds ``model_preset``, ``validate_every`` and ``max_val_images``
     (None: all), so ``train_settings.json`` records what ran.
@@ -297,8 +267,6 @@ def resolve_train_settings(config: TrainConfig) -> dict[str, Any]:
     for key, flag in _POSITIVE.items():
         if settings.get(key) is not None and int(settings[key]) < 1:
             raise ValueError(f"{flag} must be positive, got {settings[key]}.")
-    if config.steps_per_epoch is not None and config.steps_per_epoch < 1:
-        raise ValueError(f"--steps-per-epoch must be positive, got {config.steps_per_epoch}.")
     registry.get_model_config(config.model, settings["model_preset"])  # KeyError naming it
     check_multi_scale(config.model, settings)
     return settings
@@ -370,6 +338,36 @@ def _global_policy(name: str):
         yield
     finally:
         keras.mixed_precision.set_global_policy(previous)
+
+
+@contextlib.contextmanager
+def _training_graph_options(model: keras.Model):
+    """Grappler's remapper off while the training step of a network with LeakyReLU is
+    traced (the setting is read at trace time), on again after.
+
+    TensorFlow 2.21's CPU remapper (oneDNN) fuses ``Conv2D -> BiasAdd -> LeakyRelu`` into
+    one ``_FusedConv2D`` although the backward pass's ``LeakyReluGrad`` still reads the
+    ``BiasAdd``; its graph edit then fails (``E... meta_optimizer.cc] remapper failed:
+    INVALID_ARGUMENT: Mutation::Apply error: fanout '.../enc3_act/LeakyRelu/LeakyReluGrad'
+    exist for missing node '.../enc3_conv/BiasAdd'``, any biased convolution followed by
+    a LeakyReLU, reproduced with one ``Conv2D`` + ``LeakyReLU``) and the meta-optimizer
+    drops the whole remapper pass for that graph. With it off the training graph is the
+    same, without the error: LCNet's train step took the same time either way (455 vs
+    473 ms, batch 8 of 64x64, 2-core EPYC under load). Networks without LeakyReLU (the
+    others; DeepDeblur's discriminator has bias-free convolutions) keep the remapper,
+    whose fusions make their steps 10-25% faster. Inference graphs always keep it.
+    """
+    # Keras' own recursive walk over the layers (sub-layers of ResBlock included).
+    broken = any(isinstance(layer, keras.layers.LeakyReLU) for layer in model._flatten_layers())
+    if not broken:
+        yield
+        return
+    previous = tf.config.optimizer.get_experimental_options().get("remapping", True)
+    tf.config.optimizer.set_experimental_options({"remapping": False})
+    try:
+        yield
+    finally:
+        tf.config.optimizer.set_experimental_options({"remapping": previous})
 
 
 def make_lr_schedule(settings: Mapping[str, Any], steps_per_epoch: int, total_steps: int):
@@ -758,7 +756,8 @@ def make_datasets(
 
     Returns:
         ``(train_ds, val_ds, steps_per_epoch)``; by default an epoch sees every training
-        pair (or clip window) once on average; ``config.steps_per_epoch`` overrides it.
+        pair (or clip window) once on average; the settings' ``steps_per_epoch``
+        (``--steps-per-epoch`` or the preset's) overrides it.
     """
     from tfdeblur import data as data_lib
 
@@ -772,7 +771,7 @@ def make_datasets(
         val_pairs = _spread(data_lib.find_pairs(root, "test", blur_key), limit)
         data_lib.validate_pairs(train_pairs, min_size=patch, decode=decode_check)
         data_lib.validate_pairs(val_pairs, decode=decode_check)
-        steps = config.steps_per_epoch or max(1, len(train_pairs) // batch_size)
+        steps = settings.get("steps_per_epoch") or max(1, len(train_pairs) // batch_size)
         train_ds = data_lib.train_dataset(
             train_pairs,
             batch_size,
@@ -793,7 +792,7 @@ def make_datasets(
         val_frames = [p for seq in val_seqs for p in seq]
         data_lib.validate_pairs(val_frames, min_size=patch, decode=decode_check)
         windows = len(video.clip_windows(train_seqs, length))
-        steps = config.steps_per_epoch or max(1, windows // batch_size)
+        steps = settings.get("steps_per_epoch") or max(1, windows // batch_size)
         train_ds = video.clip_dataset(
             train_seqs,
             length,
@@ -1140,7 +1139,15 @@ def _fit(
             print(f"Resumed from {latest} (epoch {initial_epoch}).")
 
         infer = _inference_function(generator)  # one trace for every validation
+        if config.verbose:  # tracing the graphs prints nothing for a while
+            print("Scoring the untrained network on the validation set (first graph trace) ...")
         start_scores = validation_scores(generator, val_ds, infer=infer)
+        if config.verbose:
+            print(
+                f"Validation PSNR: blurry {start_scores['blurry_psnr']:.2f} dB, untrained "
+                f"{start_scores['psnr']:.2f} dB. Training {epochs} epochs of {steps_per_epoch} "
+                "steps; the first step traces the training graph ..."
+            )
         record = _HistoryRecord(
             out_dir / "history.json", start_scores, initial_epoch, latest is not None, is_chief
         )
@@ -1166,15 +1173,16 @@ def _fit(
                 keras.callbacks.TensorBoard(str(out_dir / "logs"), update_freq="epoch")
             )
         start = time.perf_counter()
-        parts.trainer.fit(
-            train_ds,
-            epochs=epochs,
-            initial_epoch=initial_epoch,
-            steps_per_epoch=steps_per_epoch,
-            shuffle=False,  # the tf.data pipeline shuffles
-            callbacks=callbacks,
-            verbose=config.verbose,
-        )
+        with _training_graph_options(generator):
+            parts.trainer.fit(
+                train_ds,
+                epochs=epochs,
+                initial_epoch=initial_epoch,
+                steps_per_epoch=steps_per_epoch,
+                shuffle=False,  # the tf.data pipeline shuffles
+                callbacks=callbacks,
+                verbose=config.verbose,
+            )
         seconds = time.perf_counter() - start
 
     final_model = inference_form()
@@ -1323,7 +1331,8 @@ def measure_input_pipeline(config: TrainConfig, steps: int = 20) -> dict[str, fl
     with _global_policy(precision_policy(config.mixed_precision)):
         trainer = build_training(config, settings, strategy, steps_per_epoch, steps + 2).trainer
         fixed = tf.data.Dataset.from_tensors(batch).repeat()
-        trainer.fit(fixed, epochs=1, steps_per_epoch=2, verbose=0, shuffle=False)  # trace
+        with _training_graph_options(trainer.generator):  # trace
+            trainer.fit(fixed, epochs=1, steps_per_epoch=2, verbose=0, shuffle=False)
         start = time.perf_counter()
         trainer.fit(fixed, epochs=1, steps_per_epoch=steps, verbose=0, shuffle=False)
         step_s = (time.perf_counter() - start) / steps

@@ -266,12 +266,13 @@ def stream_video_model(model, frames: Iterable[np.ndarray]) -> Iterator[np.ndarr
         fill()
 
 
-def _as_runner(model):
+def _as_runner(model, precision: str | None = None):
     """``model`` (a Runner, ``keras.Model``, model file or registry name) as a Runner that
-    can deblur a video: a video network must be a Keras model to stream."""
+    can deblur a video, in ``precision`` (see :mod:`tfdeblur.precision`): a video network
+    must be a Keras model to stream."""
     from tfdeblur.inference import load_runner
 
-    runner = load_runner(model)
+    runner = load_runner(model, precision=precision)
     if runner.is_video and runner.kind != "keras":
         raise ValueError(
             f"Video network {runner.name!r} from a {runner.kind} file cannot stream; "
@@ -297,7 +298,12 @@ def _checked_frames(frames: Iterable[np.ndarray]) -> Iterator[np.ndarray]:
 
 
 def stream_deblur(
-    model, frames: Iterable[np.ndarray], *, tile: int | str | None = None, overlap: int = 32
+    model,
+    frames: Iterable[np.ndarray],
+    *,
+    tile: int | str | None = None,
+    overlap: int = 32,
+    precision: str | None = None,
 ) -> Iterator[np.ndarray]:
     """Deblur a stream of frames, one unclamped float32 ``(H, W, 3)`` output per frame.
 
@@ -315,12 +321,15 @@ def stream_deblur(
         tile: tile side for image networks (None, int or ``"auto"``); video networks run
             on whole frames.
         overlap: tile overlap.
+        precision: ``"float32"``, ``"bfloat16"`` or ``"auto"`` for Keras models (see
+            :mod:`tfdeblur.precision`); None (default): a given Runner as it is, anything
+            else in float32.
 
     Raises:
         ValueError: frames of different sizes or not ``(H, W, 3)``; a video network from a
             ``.tflite``/``.onnx`` file, or without a ``FrameRecurrence`` layer.
     """
-    runner = _as_runner(model)
+    runner = _as_runner(model, precision)
     if runner.is_video:
         yield from stream_video_model(runner.model, _checked_frames(frames))
         return
@@ -405,6 +414,7 @@ def deblur_video(
     overlap: int = 32,
     compare: bool = False,
     on_frame: Callable[[int, int | None], None] | None = None,
+    precision: str | None = None,
 ) -> dict:
     """Deblur a video file or a folder of frames into a video file or a folder of PNGs.
 
@@ -424,6 +434,9 @@ def deblur_video(
         compare: also write the comparison image of the middle frame
             (:func:`tfdeblur.deblurring.compare_path` of ``target``).
         on_frame: called as ``on_frame(done, total_or_None)`` after each frame.
+        precision: ``"float32"``, ``"bfloat16"`` or ``"auto"`` for Keras models (see
+            :mod:`tfdeblur.precision`); None (default): a given Runner as it is, anything
+            else in float32.
 
     Returns:
         ``{"frames": n, "fps": fps, "seconds": model time, "target": path}``.
@@ -462,7 +475,7 @@ def deblur_video(
                 f"The comparison image {str(compare_path(target))!r} would overwrite an "
                 "input; choose another output."
             )
-    runner = _as_runner(model)
+    runner = _as_runner(model, precision)
     if source.is_dir():
         total = len(inputs)
         fps = DEFAULT_FPS if fps is None else fps

@@ -11,9 +11,11 @@ import tensorflow as tf
 
 import export
 import tfdeblur
+from export.prepare import prepare_for_export
 from export.signature import input_signature, serving_function
 from export.tflite import convert, representative_dataset
 from export.verify import ExportVerificationError, load_artifact, psnr
+from keras_layers import LCBlock
 from tfdeblur import image_io
 from tfdeblur.inference import (
     SavedModelRunner,
@@ -58,12 +60,59 @@ def test_verification_catches_the_resource_variable_trap(lcnet, tmp_path, verify
     assert "READ_VARIABLE" not in export.tflite_model_info(ours.path)["ops"]
 
 
-def test_non_builtin_ops_are_refused(lcnet):
-    """Converting the training formulation (ExtractImagePatches) without the switch fails
-    with the op named: no silent Flex fallback."""
-    patches = tfdeblur.build_model("lcnet", preset="tiny", lc_method="patches")
+class _ExtractPatches(keras.layers.Layer):
+    def call(self, x):
+        return tf.image.extract_patches(x, [1, 3, 3, 1], [1, 1, 1, 1], [1, 1, 1, 1], "SAME")
+
+
+def test_non_builtin_ops_are_refused():
+    """A layer needing a Flex op (ExtractImagePatches) fails with the op named: no silent
+    Flex fallback."""
+    x = keras.Input((None, None, 3))
     with pytest.raises(ValueError, match="ExtractImagePatches"):
-        convert(patches)
+        convert(keras.Model(x, _ExtractPatches()(x)))
+
+
+def _op_counts(content) -> dict:
+    from ai_edge_litert import schema_py_generated as schema
+
+    model = schema.ModelT.InitFromPackedBuf(bytearray(content), 0)
+    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if k.isupper()}
+    counts = {}
+    for op in model.subgraphs[0].operators:
+        code = model.operatorCodes[op.opcodeIndex]
+        name = names[max(code.builtinCode, code.deprecatedBuiltinCode)]
+        counts[name] = counts.get(name, 0) + 1
+    return counts
+
+
+def test_lcblock_tflite_graph_is_a_handful_of_ops_and_int8_stays_integer(
+    lcnet, calibration_images, verify_images, tmp_path
+):
+    # The exported LCBlock costs 4 + 2 (2k + 4) + 7 builtin operators (31 for the tiny
+    # preset's k = 3, 39 for the paper's 5): 3 convolutions and the shortcut add; per
+    # gather a pad, a reshape, 2k slices and 2 concatenations; 2 reshapes, 2 multiplies,
+    # 2 reductions and a softmax. The former shifted-slice formulation took ~190 for k = 5.
+    base = tfdeblur.build_model("lcnet", preset="tiny", num_lc_blocks=0)
+    blocks = sum(isinstance(layer, LCBlock) for layer in lcnet.layers)
+    size = (64, 96)
+    prepared, _ = prepare_for_export(lcnet)
+    ops = _op_counts(convert(prepared, input_size=size))
+    per_block = (
+        sum(ops.values()) - sum(_op_counts(convert(base, input_size=size)).values())
+    ) / blocks
+    assert blocks == 3 and per_block <= 31 and "DIV" not in ops and ops["SOFTMAX"] == blocks
+    # Full-integer int8: the only (de)quantization is the uint8 <-> int8 of input and
+    # output; no operator falls back to float.
+    content = convert(prepared, "int8", calibration_images, size)
+    int8_ops = _op_counts(content)
+    assert int8_ops.get("QUANTIZE") == 2 and "DEQUANTIZE" not in int8_ops
+    path = tmp_path / "lc_int8.tflite"
+    path.write_bytes(content)
+    _, blurry, _ = verify_images[0]  # the 64x96 crop
+    got = load_artifact(path, "tflite").run_batch(blurry[None])
+    # Measured 34.8 dB against Keras (untrained tiny LCNet, 8 calibration crops).
+    assert psnr(got, np.asarray(lcnet(blurry[None]))) >= 33.5
 
 
 def test_fixed_input_size(lcnet, tmp_path, gopro_pairs):
@@ -343,8 +392,8 @@ def test_frozen_cache_traces_once_and_does_not_keep_the_model_alive(tmp_path, mo
     monkeypatch.setattr(
         tflite_module, "frozen_function", lambda *a: traced.append(1) or original(*a)
     )
-    # "slices": nothing to switch, the case where the cache used to hold the model itself.
-    model = tfdeblur.build_model("lcnet", preset="tiny", lc_method="slices")
+    # "windows": nothing to switch, the case where the cache used to hold the model itself.
+    model = tfdeblur.build_model("lcnet", preset="tiny", lc_method="windows")
     for quantization in ("none", "float16"):
         export.tflite(model, tmp_path / f"{quantization}.tflite", quantization, verify=False)
     assert len(traced) == 1  # the second quantization reused the frozen function

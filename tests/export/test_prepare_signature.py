@@ -5,11 +5,9 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-import export
 import tfdeblur
 from export.prepare import prepare_for_export
 from export.signature import as_model_input, input_signature, parse_input_size
-from keras_layers import LCBlock
 
 
 @pytest.mark.parametrize("name", tfdeblur.list_models())
@@ -65,34 +63,24 @@ def test_as_model_input_layouts():
 # ----------------------------------------------------------------------- prepare
 
 
-def test_lcnet_patches_switched_to_slices_with_same_numbers(capsys):
+def test_lcnet_switched_to_windows_with_same_numbers():
     keras.utils.set_random_seed(1)
-    model = tfdeblur.build_model("lcnet", preset="tiny", lc_method="patches")
-    blocks = [layer for layer in model.layers if isinstance(layer, LCBlock)]
-    assert blocks and all(b.method == "patches" for b in blocks)
-
-    prepared, switches = prepare_for_export(model, verbose=True)
-
-    assert prepared is not model
+    model = tfdeblur.build_model("lcnet", preset="tiny")
+    blocks = [layer for layer in model.layers if type(layer).__name__ == "LCBlock"]
+    assert blocks and all(b.method == "depthwise" for b in blocks)
+    prepared, switches = prepare_for_export(model)
     assert sorted(s.layer for s in switches) == sorted(b.name for b in blocks)
-    assert all((s.key, s.old, s.new) == ("method", "patches", "slices") for s in switches)
-    assert [layer.method for layer in prepared.layers if isinstance(layer, LCBlock)] == [
-        "slices"
-    ] * len(blocks)
-    printed = capsys.readouterr().out
-    assert f"switched {len(blocks)} layer setting(s)" in printed and blocks[0].name in printed
+    assert all((s.key, s.old, s.new) == ("method", "depthwise", "windows") for s in switches)
     for new, old in zip(prepared.weights, model.weights, strict=True):
         np.testing.assert_array_equal(new.numpy(), old.numpy())
     x = np.random.default_rng(0).random((1, 37, 45, 3), dtype=np.float32)
     np.testing.assert_allclose(prepared(x), model(x), atol=2e-5)
-    # The original is untouched.
-    assert all(b.method == "patches" for b in blocks)
-
-
-def test_model_already_in_export_form_is_returned_as_is():
-    model = tfdeblur.build_model("lcnet", preset="tiny", lc_method="slices")
-    prepared, switches = prepare_for_export(model)
-    assert prepared is model and switches == []
+    assert all(b.method == "depthwise" for b in blocks)  # the original is untouched
+    # Built with the export formulation (or its legacy name): nothing to switch.
+    for method in ("windows", "slices"):
+        model = tfdeblur.build_model("lcnet", preset="tiny", lc_method=method)
+        prepared, switches = prepare_for_export(model)
+        assert prepared is model and switches == []
 
 
 @keras.saving.register_keras_serializable(package="tfdeblur_export_tests")
@@ -141,10 +129,17 @@ def test_override_that_changes_weights_is_refused():
         prepare_for_export(model)
 
 
-def test_exporters_say_which_layers_they_switched(tmp_path, capsys, verify_images):
-    model = tfdeblur.build_model("lcnet", preset="tiny", lc_method="patches")
-    result = export.tflite(model, tmp_path / "m.tflite", images=verify_images[:1])
-    assert {s.layer for s in result.switches} == {
-        layer.name for layer in model.layers if isinstance(layer, LCBlock)
-    }
-    assert "'patches' -> 'slices'" in capsys.readouterr().out
+def test_switches_are_reported_with_same_numbers(capsys):
+    x = keras.Input((None, None, 3))
+    model = keras.Model(x, _Scaled(name="top")(_Scaled(name="second")(x)), name="two")
+    prepared, switches = prepare_for_export(model, verbose=True)
+    assert prepared is not model
+    assert all((s.key, s.old, s.new) == ("form", "train", "export") for s in switches)
+    printed = capsys.readouterr().out
+    assert "switched 2 layer setting(s)" in printed and "'train' -> 'export'" in printed
+    for new, old in zip(prepared.weights, model.weights, strict=True):
+        np.testing.assert_array_equal(new.numpy(), old.numpy())
+    data = np.random.default_rng(0).random((1, 3, 4, 3), dtype=np.float32)
+    np.testing.assert_allclose(prepared(data), model(data), rtol=1e-6)
+    # The original is untouched.
+    assert model.get_layer("top").form == "train"

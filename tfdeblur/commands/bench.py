@@ -11,6 +11,8 @@ from __future__ import annotations
 import argparse
 import json
 
+from tfdeblur.commands.deblur import add_precision_argument
+
 
 def _sizes(text: str) -> list[tuple[int, int]]:
     from export.signature import parse_input_size
@@ -55,10 +57,18 @@ def register(subparsers) -> None:
         "--verify-images", nargs="+", default=None, help="images/folders for PSNR (default: demo)"
     )
     p.add_argument("--verify-crop", default=None, help="centre-crop verification images, HxW")
-    p.add_argument("--no-lc", action="store_true", help="skip the LCBlock train-step benchmark")
-    p.add_argument("--lc-batch-size", type=int, default=4)
-    p.add_argument("--lc-patch-size", type=int, default=128)
+    p.add_argument(
+        "--no-lc", action="store_true", help="skip the LCBlock cost (LCNet vs num_lc_blocks=0)"
+    )
+    p.add_argument("--lc-batch-size", type=int, default=1)
+    p.add_argument("--lc-patch-size", type=int, default=256)
     p.add_argument("--lc-steps", type=int, default=5)
+    add_precision_argument(p)
+    p.add_argument(
+        "--network-ratios", action="store_true",
+        help="also time LCNet vs LCNet without LCBlocks vs DeepDeblur (paper presets, Keras)",
+    )  # fmt: skip
+    p.add_argument("--ratio-size", default="256x256", help="size of --network-ratios, HxW")
     p.add_argument("--artifacts-dir", default=None, help="keep the artifacts here")
     p.add_argument("--output", default="bench.json", help="JSON results (default: bench.json)")
     p.set_defaults(func=run)
@@ -90,6 +100,9 @@ def run(args: argparse.Namespace) -> int:
         lc_batch_size=args.lc_batch_size,
         lc_patch_size=args.lc_patch_size,
         lc_steps=args.lc_steps,
+        precision=args.precision,
+        network_ratios=args.network_ratios,
+        ratio_size=parse_input_size(args.ratio_size),
     )
     results = run_bench(config, args.artifacts_dir)
     output = write_text_atomic(args.output, json.dumps(results, indent=1))

@@ -6,7 +6,7 @@ import argparse
 
 
 def register(subparsers) -> None:
-    from tfdeblur.training import add_device_arguments, add_loss_arguments
+    from tfdeblur.options import add_device_arguments, add_loss_arguments
 
     p = subparsers.add_parser(
         "bench-data",

@@ -29,6 +29,20 @@ def tile_argument(value: str):
         ) from None
 
 
+def add_precision_argument(p: argparse.ArgumentParser) -> None:
+    """``--precision {auto,float32,bfloat16}`` (``deblur``, ``deblur-video``, ``eval``,
+    ``bench``): see :mod:`tfdeblur.precision`."""
+    from tfdeblur.precision import PRECISIONS
+
+    p.add_argument(
+        "--precision", choices=PRECISIONS, default="float32",
+        help="Keras models: float32 (default), bfloat16 (mixed_bfloat16 compute, float32 "
+        "outputs; fast on CPUs with AVX512-BF16/AMX) or auto (bfloat16 where the CPU has "
+        "bf16 units and the network is faster in it); .tflite/.onnx/SavedModel run as "
+        "exported and refuse bfloat16",
+    )  # fmt: skip
+
+
 def add_model_arguments(p: argparse.ArgumentParser, model_help: str) -> None:
     """The options ``tfdeblur deblur`` and ``tfdeblur deblur-video`` share: the model and
     how it runs (``--model``, ``--preset``, ``--tile``, ``--overlap``, ``--threads``), the
@@ -51,6 +65,7 @@ def add_model_arguments(p: argparse.ArgumentParser, model_help: str) -> None:
         help="also write NAME.compare.png: before/after side by side with a zoomed crop",
     )  # fmt: skip
     p.add_argument("--threads", type=int, default=None, help="CPU threads for .tflite/.onnx")
+    add_precision_argument(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no progress output")
 
 
@@ -62,7 +77,7 @@ def load_model_runner(args: argparse.Namespace):
     from tfdeblur.tiling import check_tiling
 
     check_tiling(args.tile, args.overlap)
-    runner = load_runner(args.model, args.preset, args.threads)
+    runner = load_runner(args.model, args.preset, args.threads, precision=args.precision)
     if runner.is_video and isinstance(args.tile, int):
         raise ValueError(
             f"--tile: {runner.name!r} is a recurrent video network, which runs on whole frames."

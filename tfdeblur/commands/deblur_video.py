@@ -68,6 +68,7 @@ def run(args: argparse.Namespace) -> int:
             overlap=args.overlap,
             compare=args.compare,
             on_frame=progress,
+            precision=args.precision,
         )
     except TruncatedVideoError as err:  # the input failed part-way: not a bad argument
         if not args.quiet:

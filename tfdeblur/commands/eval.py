@@ -19,7 +19,7 @@ import argparse
 import pathlib
 import sys
 
-from tfdeblur.commands.deblur import tile_argument
+from tfdeblur.commands.deblur import add_precision_argument, tile_argument
 
 
 def register(subparsers) -> None:
@@ -54,6 +54,7 @@ def register(subparsers) -> None:
         "--network", default=None,
         help="network name for the papers table (default: the model's name)",
     )  # fmt: skip
+    add_precision_argument(p)
     p.add_argument("-q", "--quiet", action="store_true", help="no per-image progress")
     p.set_defaults(func=run)
 
@@ -86,7 +87,7 @@ def run(args: argparse.Namespace) -> int:
     root = data.resolve_data(args.data)
     pairs = data.find_pairs(root, args.split, args.blur_key)
     data.validate_pairs(pairs)
-    runner = load_runner(args.model, args.preset)
+    runner = load_runner(args.model, args.preset, precision=args.precision)
     csv_path = pathlib.Path(args.csv)
 
     def progress(done, total, row):
@@ -100,6 +101,7 @@ def run(args: argparse.Namespace) -> int:
     results = evaluate(
         runner, pairs, csv_path=csv_path, limit=args.limit, tile=tile,
         overlap=args.overlap, quantize=args.quantize, progress=progress,
+        precision=args.precision,
     )  # fmt: skip
     network = args.network or (runner.name if runner.name in list_models() else None)
     files = _outputs(csv_path)
@@ -116,6 +118,7 @@ def run(args: argparse.Namespace) -> int:
         "tile": tile,
         "overlap": args.overlap,
         "quantize": args.quantize,
+        "precision": runner.precision,
         "psnr": "RGB in [0, 1], no border crop",
         "ssim": "skimage structural_similarity(channel_axis=-1, gaussian_weights=True, "
         "sigma=1.5, use_sample_covariance=False, data_range=1)",

@@ -14,7 +14,7 @@ import json
 import pathlib
 import sys
 
-from tfdeblur.inference import FORMATS, SUFFIXES
+from tfdeblur.options import FORMATS, SUFFIXES
 
 
 def register(subparsers) -> None:

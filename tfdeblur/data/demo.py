@@ -40,6 +40,7 @@ import json
 import os
 import pathlib
 import shutil
+import sys
 import tempfile
 
 import numpy as np
@@ -282,6 +283,7 @@ def ensure_demo_dataset(cache_dir=None, seed: int = 0) -> pathlib.Path:
             )
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
+    print(f"Building the demo dataset in {target} (first use, a few seconds) ...", file=sys.stderr)
     tmp = pathlib.Path(
         tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
     )

@@ -20,7 +20,7 @@ PAPER = {
     "num_lc_blocks": 2,
     "squeeze_ratio": 2,
     "window_size": 5,
-    "lc_method": "patches",
+    "lc_method": "depthwise",
 }
 
 TINY = {
@@ -29,7 +29,7 @@ TINY = {
     "num_lc_blocks": 1,
     "squeeze_ratio": 2,
     "window_size": 3,
-    "lc_method": "patches",
+    "lc_method": "depthwise",
 }
 
 # Sec. 3.1. "epochs" are passes over the 2103 GOPRO training pairs, one random
@@ -51,17 +51,22 @@ TRAIN_PAPER = {
 }
 
 
-# About a minute and a half on a 2-core CPU: the README's first command
-# (``--data demo``, which picks this preset; ``--train-preset demo`` names it). The paper
-# model, 180 Adam steps on 64x64 patches of the 24 demo training pairs: enough to watch the
-# loss fall and PSNR rise from the untrained network, not to converge.
+# The README's first command (``--data demo``, which picks this preset; ``--train-preset
+# demo`` names it): the paper model, 1000 Adam steps on 64x64 patches of the 24 demo
+# training pairs (rate / 10 after 800), in 5 epochs of 200 steps, each validated (a tenth
+# of the run). The validation PSNR passes the blurry inputs' 25.83 dB after 300-400 steps
+# and ends at 25.97 dB (2000 steps at a constant rate: 26.02 dB); 180 steps validated every
+# 3 steps, the recipe before, spent three quarters of the run validating and ended at
+# 25.72 dB, below its input.
 TRAIN_DEMO = {
     "batch_size": 8,
     "patch_size": 64,
     "optimizer": "adam",
     "learning_rate": 1e-3,
-    "lr_schedule": {"type": "constant"},
-    "epochs": 60,
+    "lr_schedule": {"type": "multistep", "milestones": [800], "unit": "iterations", "factor": 0.1},
+    "epochs": 5,
+    "steps_per_epoch": 200,
+    "validate_every": 1,
     "loss": {"l1": 1.0},
     "augment": {"flip": True, "rotate": True, "channel_shuffle": True},
     "blur_key": "blur",
@@ -80,7 +85,7 @@ def lcnet(
     num_lc_blocks: int = 2,
     squeeze_ratio: int = 2,
     window_size: int = 5,
-    lc_method: str = "patches",
+    lc_method: str = "depthwise",
     name: str = "lcnet",
 ) -> keras.Model:
     """Build LCNet (sec. 2.1, Fig. 1).
@@ -118,9 +123,9 @@ def lcnet(
         num_lc_blocks: LCBlocks per DBlock. Default 2.
         squeeze_ratio: LCBlock channel squeeze. Default 2.
         window_size: LCBlock correlation window. Default 5.
-        lc_method: ``"patches"`` (``tf.image.extract_patches``, the faster to train) or
-            ``"slices"`` (pad + shifted slices, TFLite/ONNX-ready; the exporters switch to
-            it), same numbers. Default ``"patches"``.
+        lc_method: LCBlock formulation, ``"depthwise"`` (default, the faster to train)
+            or ``"windows"`` (the exporters switch to it), same numbers; the legacy
+            ``"patches"`` / ``"slices"`` map to them (see :class:`keras_layers.LCBlock`).
         name: model name.
 
     Returns:
