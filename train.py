@@ -14,18 +14,6 @@ import os
 import sys
 
 
-def _loss_terms(text: str) -> dict[str, float]:
-    """``l1=1,perceptual=0.1`` -> ``{"l1": 1.0, "perceptual": 0.1}``."""
-    terms = {}
-    for item in text.split(","):
-        name, _, weight = item.partition("=")
-        try:
-            terms[name.strip()] = float(weight) if weight else 1.0
-        except ValueError:
-            raise argparse.ArgumentTypeError(f"bad loss term {item!r} (want NAME=WEIGHT)") from None
-    return terms
-
-
 def _models_epilog() -> str:
     """The registered networks with their model and training presets, for ``--help``."""
     from tfdeblur.registry import CATALOG  # names only: builds nothing, imports no Keras
@@ -46,7 +34,7 @@ def _models_epilog() -> str:
 
 
 def build_parser() -> argparse.ArgumentParser:
-    from tfdeblur.options import add_device_arguments
+    from tfdeblur.options import add_device_arguments, add_loss_arguments
 
     p = argparse.ArgumentParser(
         description=__doc__,
@@ -85,14 +73,11 @@ def build_parser() -> argparse.ArgumentParser:
         help="default: the preset's (100 for demo presets), else training pairs / batch",
     )
     p.add_argument("--blur-key", choices=["blur", "blur_gamma"], default=None)
-    p.add_argument("--loss", type=_loss_terms, default=None, help="e.g. l1=1,perceptual=0.1")
+    add_loss_arguments(p)
     p.add_argument(
         "--vgg-layer",
         default=None,
         help="VGG-19 layer of the perceptual loss (default: block3_conv3)",
-    )
-    p.add_argument(
-        "--vgg-weights", default="imagenet", help="'imagenet' (Keras cache/download) or a local .h5"
     )
     p.add_argument(
         "--clip-length", type=int, default=None, help="frames per training clip (video networks)"

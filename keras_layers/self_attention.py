@@ -35,9 +35,11 @@ class SelfAttention2D(keras.layers.Layer):
     * The equations are SAGAN's (query/key/value 1x1 projections to ``C/8`` channels,
       ``W_o`` back to ``C``, unscaled dot products, a zero-initialised residual scale
       ``gamma`` so that the module starts as the identity). They add 8,369 parameters
-      (0.03 MB) at SARN's 128 channels; Table 3 has "6 DRMs" and "6 DRMs + SA" both at
-      11.2 MB, i.e. the SA module is below 0.05 MB, which a full-width value projection
-      (``C x C``, 0.08 MB) would not be.
+      (0.03 MB) at SARN's 128 channels. Table 3 has "6 DRMs" and "6 DRMs + SA" both at
+      11.2 MB: two sizes that round to 11.2 differ by less than 0.1 MB, so the table
+      bounds the SA module at ~0.1 MB (25,000 parameters). A full-width value
+      projection (``C x C``, 0.08 MB) fits that bound too: the ``C/8`` projections are
+      SAGAN's choice, not a reading of the table.
     * Memory. SARN's SA sits at 1/4 resolution: a 1280x720 frame gives ``N = 320*180 =
       57,600`` positions, and a dense ``N x N`` float32 attention map is ``57,600^2 * 4 B =
       13.3 GB`` -- with the softmax's second copy 26.5 GB, which no 16 GB GPU holds. The

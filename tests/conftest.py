@@ -43,9 +43,12 @@ GOPRO_SAMPLES = REPO.parent / "shared" / "gopro_samples"
 
 @pytest.fixture(scope="session")
 def gopro_samples() -> pathlib.Path:
-    """Folder of real GOPRO pairs (``../shared/gopro_samples``); skips when absent."""
+    """Folder of real GOPRO pairs (``../shared/gopro_samples``); skips when absent (fails
+    under ``CI=true``, see :func:`tests.utils.skip_or_fail`)."""
+    from tests.utils import skip_or_fail
+
     if not (GOPRO_SAMPLES / "Istanbul_blur1.png").is_file():
-        pytest.skip(f"GOPRO samples not found at {GOPRO_SAMPLES}")
+        skip_or_fail(f"GOPRO samples not found at {GOPRO_SAMPLES}")
     return GOPRO_SAMPLES
 
 

@@ -108,3 +108,36 @@ def test_bench_cli_tiny(tmp_path, gopro_samples, capsys):
 def test_bench_rejects_unknown_format(capsys):
     assert main(["bench", "--models", "lcnet", "--formats", "tflite,pt"]) == 2
     assert "unknown format 'pt'" in capsys.readouterr().err
+
+
+def test_bench_data_cli_and_its_errors(tmp_path, capsys):
+    """``tfdeblur bench-data``: its three printed rates agree with each other (images =
+    batch x batches; headroom = step time x batch rate), and bad arguments exit 2 with
+    the argument named."""
+    import re
+
+    from tests.test_training import write_gopro_tree
+
+    root = write_gopro_tree(tmp_path / "gopro")
+    base = ["bench-data", "--model", "lcnet", "--model-preset", "tiny", "--train-preset", "demo"]
+    base += ["--data", str(root), "--patch-size", "32", "--strategy", "one_device"]
+    assert main([*base, "--batch-size", "2", "--steps", "2"]) == 0
+    out = capsys.readouterr().out
+    images, batches = (
+        float(v) for v in re.search(r"([\d.]+) images/s \(([\d.]+) batches/s", out).groups()
+    )
+    step_ms = float(re.search(r"training step:\s+(\d+) ms", out).group(1))
+    headroom = float(re.search(r"headroom: ([\d.]+)x", out).group(1))
+    assert images == pytest.approx(2 * batches, abs=0.11)
+    assert headroom == pytest.approx(step_ms / 1000 * batches, rel=0.1, abs=0.06)
+
+    for extra, named in (
+        (["--steps", "0"], "--steps must be a positive integer"),
+        (["--batch-size", "0"], "--batch-size must be positive"),
+        (["--model", "nosuchnet"], "Unknown model 'nosuchnet'. Registered models: deepdeblur"),
+        (["--data", str(tmp_path / "missing")], "missing"),
+        # LCNet's paper recipe has a perceptual term: --vgg-weights reaches the loss.
+        (["--train-preset", "paper", "--vgg-weights", str(tmp_path / "vgg.h5")], "vgg.h5"),
+    ):
+        assert main([*base, *extra]) == 2, extra
+        assert named in capsys.readouterr().err, extra

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 import tfdeblur
-from tests.utils import REPO
+from tests.utils import REPO, import_or_skip
 from tfdeblur.cli import main
 from tfdeblur.deblurring import plan_jobs
 from tfdeblur.image_io import read_image, read_image_info, write_image
@@ -258,9 +258,9 @@ def test_python_api(tmp_path, small_model):
 
 
 def test_tflite_and_onnx_models(tmp_path, small_model):
-    export = pytest.importorskip("export")
-    pytest.importorskip("ai_edge_litert")
-    pytest.importorskip("onnxruntime")
+    export = import_or_skip("export")
+    import_or_skip("ai_edge_litert")
+    import_or_skip("onnxruntime")
     _, model = small_model
     image = np.random.default_rng(3).uniform(size=(27, 35, 3)).astype(np.float32)
     expected = np.asarray(model(image[None]))[0]
@@ -301,8 +301,8 @@ def test_tflite_and_onnx_models(tmp_path, small_model):
 def test_fixed_size_tflite_runs_any_image_in_tiles(tmp_path, small_model, capsys):
     """A model exported with --input-size runs on other sizes: tiles of its fixed size,
     and an image smaller than it is zero-padded up to it."""
-    export = pytest.importorskip("export")
-    pytest.importorskip("ai_edge_litert")
+    export = import_or_skip("export")
+    import_or_skip("ai_edge_litert")
     model_path, model = small_model
     export.tflite(
         model, tmp_path / "fixed.tflite", input_size=(32, 40), verify=False, verbose=False
@@ -462,3 +462,79 @@ def test_frame_folder_checks_its_outputs(tmp_path):
     with pytest.raises(ValueError, match="would overwrite an input"):
         deblur_video_file(FailingRunner(), frames, frames / "out", compare=True)
     assert not (frames / "out").exists()
+
+
+def smooth_image(h, w, seed):
+    """A photo-like smooth RGB image in [0.1, 0.9]: a few low-frequency sinusoids."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:h, 0:w] / max(h, w)
+    channels = []
+    for _ in range(3):
+        fy, fx, phase = rng.uniform(0.3, 1.2), rng.uniform(0.3, 1.2), rng.uniform(0, 2 * np.pi)
+        channels.append(0.5 + 0.4 * np.sin(2 * np.pi * (fy * yy + fx * xx) + phase))
+    return np.stack(channels, axis=-1)
+
+
+@pytest.fixture(scope="module")
+def smooth_model(tmp_path_factory):
+    """A 1x1 network that keeps smooth images smooth (a 3x3 conv's zero padding makes
+    sharp borders, which lossy codecs ring at): ``y = 0.6 * x[..., ::-1] + 0.2``, so the
+    output differs from the input and a channel swap shows."""
+    inputs = keras.Input((None, None, 3))
+    conv = keras.layers.Conv2D(3, 1)
+    model = keras.Model(inputs, conv(inputs), name="smooth")
+    conv.set_weights([0.6 * np.eye(3, dtype=np.float32)[::-1][None, None], np.full(3, 0.2)])
+    path = tmp_path_factory.mktemp("smooth") / "smooth.keras"
+    model.save(path)
+    return path, model
+
+
+def test_jpeg_and_mp4_outputs_hold_the_network_output(tmp_path, smooth_model):
+    """Lossy outputs by value, against the network's output on the decoded input, in
+    levels of 255: the JPEG (quality 95, 4:2:0) within mean 1.5 / max 14 (measured 0.94
+    / 9.2), the MP4 frames (H.264 CRF 16, 4:2:0) within mean 4 / max 26 (measured
+    2.0-2.6 / 10-17); about 1.5x the measurement, the chroma subsampling of this
+    colourful content dominating. Writing the input instead, or swapping channels, is
+    off by tens of levels on average."""
+    model_path, model = smooth_model
+    image = smooth_image(48, 64, 0)
+    write_image(tmp_path / "in.png", image)
+    assert main(["deblur", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.jpg"),
+                 "--model", str(model_path), "-q"]) == 0  # fmt: skip
+    expected = reference(model, read_image(tmp_path / "in.png")) * 255
+    error = np.abs(read_image(tmp_path / "out.jpg") * 255 - expected)
+    assert error.mean() < 1.5 and error.max() <= 14
+
+    frames = [(smooth_image(48, 64, 1 + t) * 255).round().astype(np.uint8) for t in range(3)]
+    write_video(tmp_path / "clip.mp4", frames, fps=25)  # lossless input
+    assert main(["deblur", str(tmp_path / "clip.mp4"), "-o", str(tmp_path / "out.mp4"),
+                 "--model", str(model_path), "-q"]) == 0  # fmt: skip
+    meta, got = read_video(tmp_path / "out.mp4")
+    assert meta["fps"] == pytest.approx(25) and len(got) == 3
+    for frame, result in zip(frames, got, strict=True):
+        expected = reference(model, frame.astype(np.float32) / 255) * 255
+        error = np.abs(result.astype(np.float64) - expected)
+        assert error.mean() < 4 and error.max() <= 26
+
+
+def test_model_argument_errors(tmp_path, capsys):
+    """``--model`` missing, unknown or not a file; ``--tile`` on a video network: exit 2
+    with the argument named, nothing written."""
+    write_image(tmp_path / "in.png", smooth_image(16, 16, 0))
+    args = ["deblur", str(tmp_path / "in.png"), "-o", str(tmp_path / "out.png")]
+    with pytest.raises(SystemExit) as exit_info:
+        main(args)
+    assert exit_info.value.code == 2
+    assert "required: --model" in capsys.readouterr().err
+    assert main([*args, "--model", "nosuchnet"]) == 2
+    assert "Unknown model 'nosuchnet'. Registered models: deepdeblur, lcnet" in (
+        capsys.readouterr().err
+    )
+    assert main([*args, "--model", str(tmp_path / "missing.keras")]) == 2
+    assert "missing.keras" in capsys.readouterr().err
+    with pytest.warns(UserWarning, match="untrained weights"):
+        rc = main([*args, "--model", "sarn_video", "--preset", "tiny", "--tile", "32",
+                   "--overlap", "8"])  # fmt: skip
+    assert rc == 2
+    assert "--tile: 'sarn_video' is a recurrent video network" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.png"]

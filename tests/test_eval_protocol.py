@@ -234,3 +234,42 @@ def test_eval_bad_arguments(tmp_path, small_model, capsys):
         "--overlap", "40",
     ])  # fmt: skip
     assert rc == 2 and "at most half the tile" in capsys.readouterr().err
+
+
+def test_eval_on_tflite_and_onnx_models(tmp_path, small_model, capsys):
+    """``tfdeblur eval`` on exported .tflite and .onnx files scores what the Keras model
+    scores (float32 artifacts: PSNR within 1e-3 dB, SSIM within 1e-5), records the
+    format, and names a missing artifact."""
+    from tests.utils import import_or_skip
+
+    export = import_or_skip("export")
+    import_or_skip("ai_edge_litert")
+    import_or_skip("onnxruntime")
+    model_path, model = small_model
+    root = tmp_path / "GOPRO_Large"
+    make_gopro_tree(root, {"SEQ": 2})
+    paths = {
+        "keras": model_path,
+        "tflite": export.tflite(model, tmp_path / "m.tflite", verify=False, verbose=False).path,
+        "onnx": export.onnx(model, tmp_path / "m.onnx", verify=False, verbose=False).path,
+    }
+    rows = {}
+    for fmt, path in paths.items():
+        csv_path = tmp_path / fmt / "eval.csv"
+        assert (
+            main(["eval", "--model", str(path), "--data", str(root), "--csv", str(csv_path), "-q"])
+            == 0
+        )
+        with open(csv_path) as f:
+            rows[fmt] = list(csv.DictReader(f))
+        record = json.loads((tmp_path / fmt / "eval.json").read_text())
+        assert record["settings"]["model_format"] == fmt
+    capsys.readouterr()
+    for fmt in ("tflite", "onnx"):
+        assert [r["name"] for r in rows[fmt]] == [r["name"] for r in rows["keras"]]
+        for got, want in zip(rows[fmt], rows["keras"], strict=True):
+            assert float(got["psnr"]) == pytest.approx(float(want["psnr"]), abs=1e-3), fmt
+            assert float(got["ssim"]) == pytest.approx(float(want["ssim"]), abs=1e-5), fmt
+    for missing in ("gone.tflite", "gone.onnx"):
+        assert main(["eval", "--model", str(tmp_path / missing), "--data", str(root)]) == 2
+        assert missing in capsys.readouterr().err

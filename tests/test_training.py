@@ -76,6 +76,35 @@ def test_mirrored_on_two_cpus_follows_the_single_device_trajectory():
         np.testing.assert_allclose(a, b, rtol=1e-3, atol=1e-5)
 
 
+@pytest.mark.parametrize(
+    "tf_config, match",
+    [
+        (None, "needs the TF_CONFIG environment variable"),
+        ("{not json", "TF_CONFIG is not valid JSON"),
+        ('{"task": {"type": "worker", "index": 0}}', "needs a 'cluster'"),
+        ('{"cluster": {"worker": "127.0.0.1:1"}, "task": {}}', r"cluster\['worker'\]"),
+        ('{"cluster": {"worker": ["127.0.0.1:1"]}}', "needs a 'task'"),
+        ('{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "ps"}}', "needs a 'task'"),
+        (
+            '{"cluster": {"worker": ["127.0.0.1:1"]}, "task": {"type": "worker", "index": 1}}',
+            r"index must be an int in \[0, 1\)",
+        ),
+    ],
+)
+def test_missing_or_malformed_tf_config_is_a_clear_error(monkeypatch, tf_config, match):
+    """Checked before MultiWorkerMirroredStrategy reads it (nothing is started)."""
+    if tf_config is None:
+        monkeypatch.delenv("TF_CONFIG", raising=False)
+    else:
+        monkeypatch.setenv("TF_CONFIG", tf_config)
+    with pytest.raises(ValueError, match=match):
+        make_strategy("multi_worker")
+    good = (
+        '{"cluster": {"chief": ["h:1"], "worker": ["h:2"]}, "task": {"type": "chief", "index": 0}}'
+    )
+    assert training.check_tf_config(good)["task"] == {"type": "chief", "index": 0}
+
+
 def test_step_schedule_boundaries():
     settings = {
         "learning_rate": 1e-3,
@@ -332,6 +361,10 @@ def test_mixed_float16_checkpoints_the_loss_scale_and_resumes(tmp_path):
     # Steps with overflowing float16 gradients are skipped (and halve the scale): the
     # count goes on from the first run's, whatever it was.
     assert first["optimizer_iterations"] <= resumed["optimizer_iterations"] <= 4
+    # ... and steps did run: the resumed epoch applied updates (a resume that restored
+    # and stepped nothing, e.g. every step skipped, would leave these equal).
+    assert resumed["optimizer_iterations"] > first["optimizer_iterations"] >= 1
+    assert resumed["weights_sha256"] != first["weights_sha256"]
     ckpt = tf.train.latest_checkpoint(str(out / "checkpoints"))
     assert "optimizer/dynamic_scale/.ATTRIBUTES/VARIABLE_VALUE" in dict(
         tf.train.list_variables(ckpt)
@@ -397,7 +430,7 @@ def test_train_py_command_line(tmp_path):
     assert result.returncode == 0, result.stderr[-3000:]
     assert "Validation PSNR" in result.stdout and (out / "final.keras").is_file()
     bad = subprocess.run(
-        cmd[:3] + ["nosuchnet", "--data", str(root)], capture_output=True, text=True
+        cmd[:3] + ["nosuchnet", "--data", str(root)], capture_output=True, text=True, timeout=300
     )
     assert bad.returncode == 2 and "nosuchnet" in bad.stderr and "lcnet" in bad.stderr
 
@@ -479,7 +512,7 @@ def test_every_network_trains_through_train_py_on_demo_data(name, tmp_path, caps
     assert final.count_params() == tfdeblur.build_model(name, model_preset).count_params()
 
 
-def test_input_pipeline_measurement_and_perceptual_fallback(tmp_path, caplog):
+def test_input_pipeline_measurement_and_a_missing_vgg_file(tmp_path):
     root = write_gopro_tree(tmp_path / "gopro")
     config = TrainConfig(
         model="lcnet",
@@ -501,19 +534,81 @@ def test_input_pipeline_measurement_and_perceptual_fallback(tmp_path, caplog):
     )
 
 
-def test_perceptual_term_dropped_with_clear_message_when_vgg_unavailable(monkeypatch, caplog):
+def test_paper_recipe_without_vgg_weights_refuses_to_start(tmp_path, monkeypatch):
+    """LCNet's paper loss has a perceptual term: without the VGG-19 weights the run stops
+    before anything is written, naming both ways on; it never drops the term itself."""
+    from tfdeblur.losses import VGGWeightsUnavailable
+
     def offline(*args, **kwargs):  # what keras raises when the download fails
         raise Exception(
             "URL fetch failure on https://storage.googleapis.com/...: Name or service not known"
         )
 
     monkeypatch.setattr(keras.applications, "VGG19", offline)
-    with caplog.at_level("WARNING"):
-        loss = DeblurLoss({"l1": 1.0, "perceptual": 0.1})
-    assert loss.terms == {"l1": 1.0}
-    assert "--vgg-weights" in caplog.text and "without the perceptual term" in caplog.text
-    with pytest.raises(OSError, match="VGG-19"):
-        DeblurLoss({"l1": 1.0, "perceptual": 0.1}, on_missing_vgg="raise")
+    with pytest.raises(VGGWeightsUnavailable, match=r"--vgg-weights FILE.*--loss l1=1"):
+        DeblurLoss({"l1": 1.0, "perceptual": 0.1})
+    root = write_gopro_tree(tmp_path / "gopro")
+    out = tmp_path / "paper"
+    config = TrainConfig(
+        model="lcnet", model_preset="tiny", train_preset="paper", data=str(root),
+        output_dir=str(out), strategy="one_device", batch_size=2, patch_size=32, epochs=1,
+        steps_per_epoch=1, verbose=0,
+    )  # fmt: skip
+    assert resolve_train_settings(config)["loss"] == {"l1": 1.0, "perceptual": 0.1}
+    with pytest.raises(VGGWeightsUnavailable, match=r"--vgg-weights FILE.*--loss l1=1"):
+        train(config)
+    assert not out.exists()  # no train_settings.json claiming a perceptual term ran
+
+
+@pytest.fixture(scope="module")
+def first_run(tmp_path_factory):
+    """A one-step lcnet run whose loss names a zero-weight term, to resume from."""
+    tmp = tmp_path_factory.mktemp("first_run")
+    config = TrainConfig(
+        model="lcnet", model_preset="tiny", train_preset="demo",
+        data=str(write_gopro_tree(tmp / "gopro")), output_dir=str(tmp / "run"),
+        strategy="one_device", batch_size=2, patch_size=32, epochs=1, steps_per_epoch=1,
+        max_val_images=1, loss={"l1": 1.0, "mse": 0.0}, verbose=0,
+    )  # fmt: skip
+    return config, train(config)
+
+
+def test_settings_and_summary_record_the_loss_that_ran(first_run):
+    config, summary = first_run
+    settings = json.loads((pathlib.Path(config.output_dir) / "train_settings.json").read_text())
+    assert settings["loss"] == summary["loss"] == {"l1": 1.0}  # the zero-weight term dropped
+
+
+@pytest.mark.parametrize(
+    "flag, change",
+    [
+        ("--model", {"model": "deepdeblur"}),
+        ("--model-preset", {"model_preset": "paper"}),
+        ("--loss", {"loss": {"charbonnier": 1.0}}),
+        ("--mixed-precision", {"mixed_precision": "mixed_bfloat16"}),
+    ],
+)
+def test_resume_refuses_another_recipe(first_run, flag, change):
+    """Each of these flags changed on --resume is refused, naming the flag; another loss
+    (or the adversarial term dropped) would otherwise restore without any error."""
+    import dataclasses
+
+    config, _ = first_run
+    resumed = dataclasses.replace(config, epochs=2, resume=True, **change)
+    checkpoints = sorted(
+        p.name for p in (pathlib.Path(config.output_dir) / "checkpoints").iterdir()
+    )
+    with pytest.raises(
+        ValueError, match=rf"does not match this run: it was written with .*{flag} "
+    ):
+        train(resumed)
+    # Nothing of the first run was touched.
+    after = sorted(p.name for p in (pathlib.Path(config.output_dir) / "checkpoints").iterdir())
+    assert after == checkpoints
+    assert (
+        json.loads((pathlib.Path(config.output_dir) / "train_config.json").read_text())["resume"]
+        is False
+    )
 
 
 def test_every_registered_training_preset_resolves_to_a_schedule():

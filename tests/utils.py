@@ -2,14 +2,33 @@
 
 from __future__ import annotations
 
+import importlib
+import os
 import pathlib
 import subprocess
 import sys
 import textwrap
 
 import numpy as np
+import pytest
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
+
+
+def skip_or_fail(reason: str):
+    """``pytest.skip(reason)``; under ``CI=true`` ``pytest.fail`` instead, so that CI
+    never passes with a test silently left out (missing torch, missing ``../shared``)."""
+    if os.environ.get("CI", "").strip().lower() in ("true", "1"):
+        pytest.fail(f"{reason} (CI=true: required, not skipped)", pytrace=False)
+    pytest.skip(reason)
+
+
+def import_or_skip(name: str):
+    """``importlib.import_module(name)``, or :func:`skip_or_fail` when it is missing."""
+    try:
+        return importlib.import_module(name)
+    except ImportError as err:
+        skip_or_fail(f"{name} is not installed ({err})")
 
 
 def load_and_run_in_fresh_process(model_path, inputs: np.ndarray, tmp_path) -> np.ndarray:
@@ -45,11 +64,32 @@ def to_numpy(x) -> np.ndarray:
     return keras.ops.convert_to_numpy(x)
 
 
-def assert_layer_config_roundtrip(layer) -> None:
-    """``from_config(get_config())`` rebuilds a layer with the same config."""
+def assert_layer_config_roundtrip(layer, inputs) -> None:
+    """``from_config(get_config())`` rebuilds a layer that computes what ``layer`` does.
+
+    The clone has the same config; built on ``inputs`` it has the same weights (count,
+    names, shapes); with ``layer``'s weight values copied in it returns exactly
+    ``layer(inputs)``, bit for bit (same ops on the same numbers).
+
+    Args:
+        layer: a Keras layer (built or not).
+        inputs: what the layer is called on (an array, or a list for multi-input layers).
+    """
+    import keras
+
     config = layer.get_config()
     clone = layer.__class__.from_config(config)
     assert clone.get_config() == config
+    expected = keras.tree.map_structure(to_numpy, layer(inputs))
+    clone(inputs)  # builds it
+    assert [(w.name, tuple(w.shape)) for w in clone.weights] == [
+        (w.name, tuple(w.shape)) for w in layer.weights
+    ]
+    clone.set_weights(layer.get_weights())
+    got = keras.tree.map_structure(to_numpy, clone(inputs))
+    keras.tree.assert_same_structure(got, expected)
+    for a, b in zip(keras.tree.flatten(got), keras.tree.flatten(expected), strict=True):
+        np.testing.assert_array_equal(a, b)
 
 
 def _serving_function(model):

@@ -24,14 +24,11 @@ replicas before taking gradients (``tf.nn.compute_average_loss`` semantics).
 
 from __future__ import annotations
 
-import logging
 import os
 from collections.abc import Mapping
 
 import keras
 import tensorflow as tf
-
-logger = logging.getLogger(__name__)
 
 PIXEL_TERMS = ("l1", "mse", "charbonnier")
 MULTISCALE_TERMS = ("multiscale_mse", "multiscale_l1")
@@ -112,7 +109,8 @@ class PerceptualLoss:
             raise VGGWeightsUnavailable(
                 "Could not load the VGG-19 ImageNet weights for the perceptual loss "
                 f"({err}). Download {VGG19_WEIGHTS_URL} on a connected machine and pass "
-                "it with --vgg-weights FILE, or copy it to ~/.keras/models/."
+                "it with --vgg-weights FILE (or copy it to ~/.keras/models/), or train "
+                "without the perceptual term by naming the loss, e.g. --loss l1=1."
             ) from err
         vgg.trainable = False
         names = [lay.name for lay in vgg.layers]
@@ -140,9 +138,10 @@ class DeblurLoss:
         terms: ``{term: weight}``, terms from :data:`KNOWN_TERMS`.
         perceptual_layer: VGG-19 layer of the perceptual term.
         vgg_weights: ``"imagenet"`` or a local weights file.
-        on_missing_vgg: ``"drop"`` trains without the perceptual term (with a warning)
-            when the ImageNet VGG weights cannot be downloaded; ``"raise"`` re-raises. A
-            local weights file that does not exist is always an error.
+
+    A perceptual term whose VGG-19 weights cannot be loaded is an error
+    (:class:`VGGWeightsUnavailable`, naming ``--vgg-weights FILE`` and ``--loss l1=1``),
+    never a silent change of the recipe: :attr:`terms` is the loss that trains.
 
     Calling it with ``(target, prediction)`` returns ``{term: weighted value}``; the
     trainer sums them. ``prediction`` is a list ``[finest, ..., coarsest]`` for the
@@ -154,7 +153,6 @@ class DeblurLoss:
         terms: Mapping[str, float],
         perceptual_layer: str = DEFAULT_PERCEPTUAL_LAYER,
         vgg_weights: str = "imagenet",
-        on_missing_vgg: str = "drop",
     ):
         unknown = sorted(set(terms) - set(KNOWN_TERMS))
         if unknown:
@@ -164,13 +162,7 @@ class DeblurLoss:
         self.terms = {name: float(weight) for name, weight in terms.items() if weight}
         self.perceptual = None
         if "perceptual" in self.terms:
-            try:
-                self.perceptual = PerceptualLoss(perceptual_layer, vgg_weights)
-            except VGGWeightsUnavailable as err:
-                if on_missing_vgg == "raise":
-                    raise
-                logger.warning("%s Training continues without the perceptual term.", err)
-                del self.terms["perceptual"]
+            self.perceptual = PerceptualLoss(perceptual_layer, vgg_weights)
         if not self.terms:
             raise ValueError("No loss term is left to train with.")
 

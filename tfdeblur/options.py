@@ -34,3 +34,28 @@ def add_device_arguments(parser) -> None:
         help="mixed precision: auto (the default when given without a value) is "
         "mixed_float16 on GPUs, mixed_bfloat16 otherwise",
     )
+
+
+def parse_loss_terms(text: str) -> dict[str, float]:
+    """``l1=1,perceptual=0.1`` -> ``{"l1": 1.0, "perceptual": 0.1}`` (a bare name weighs 1)."""
+    import argparse
+
+    terms = {}
+    for item in text.split(","):
+        name, _, weight = item.partition("=")
+        try:
+            terms[name.strip()] = float(weight) if weight else 1.0
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"bad loss term {item!r} (want NAME=WEIGHT)") from None
+    return terms
+
+
+def add_loss_arguments(parser) -> None:
+    """``--loss`` and ``--vgg-weights``, shared by ``train.py`` and ``tfdeblur bench-data``
+    (a recipe with a perceptual term needs the VGG-19 weights, or ``--loss`` without it)."""
+    parser.add_argument(
+        "--loss", type=parse_loss_terms, default=None, help="e.g. l1=1,perceptual=0.1"
+    )
+    parser.add_argument(
+        "--vgg-weights", default="imagenet", help="'imagenet' (Keras cache/download) or a local .h5"
+    )

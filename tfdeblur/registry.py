@@ -52,8 +52,8 @@ CATALOG: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "deepdeblur": (("paper", "k1", "k2", "tiny"), ("paper", "official", "demo")),
     "lcnet": (("paper", "tiny"), ("paper", "demo")),
     "saphn": (("paper", "tiny"), ("paper", "demo")),
-    "sarn": (("paper", "drm0_sa", "drm3", "drm6", "tiny"), ("paper", "tiny", "demo")),
-    "sarn_video": (("paper", "tiny"), ("paper", "tiny", "demo")),
+    "sarn": (("paper", "drm0_sa", "drm3", "drm6", "literal", "tiny"), ("paper", "tiny", "demo")),
+    "sarn_video": (("paper", "literal", "tiny"), ("paper", "tiny", "demo")),
 }
 
 

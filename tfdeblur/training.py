@@ -45,7 +45,12 @@ from tfdeblur.cluster import DEFAULT_CLUSTER_TIMEOUT, SignalGuard, peer_lost
 from tfdeblur.fileio import atomic_path, check_output_path, write_text_atomic
 from tfdeblur.losses import DEFAULT_PERCEPTUAL_LAYER, MULTISCALE_TERMS, DeblurLoss, bce_with_logits
 from tfdeblur.metrics import psnr, ssim
-from tfdeblur.options import MIXED_POLICIES, STRATEGIES, add_device_arguments  # noqa: F401
+from tfdeblur.options import (  # noqa: F401
+    MIXED_POLICIES,
+    STRATEGIES,
+    add_device_arguments,
+    add_loss_arguments,
+)
 from tfdeblur.run_folder import prepare_run_folder, worker_temp_dir
 
 logger = logging.getLogger(__name__)
@@ -111,8 +116,7 @@ def make_strategy(
     if name == "multi_worker":
         # Must come before anything initialises TensorFlow's runtime (collective ops are
         # configured at start-up), so before any device listing or op.
-        if "TF_CONFIG" not in os.environ:
-            raise ValueError("--strategy multi_worker needs the TF_CONFIG environment variable.")
+        check_tf_config(os.environ.get("TF_CONFIG"))
         return cluster_lib.multi_worker_strategy(cluster_timeout)
     gpus = tf.config.list_logical_devices("GPU")
     visible = os.environ.get("CUDA_VISIBLE_DEVICES", "").strip()
@@ -127,6 +131,62 @@ def make_strategy(
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices)
     return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
+
+
+def check_tf_config(text: str | None) -> dict[str, Any]:
+    """The parsed ``TF_CONFIG`` of a multi-worker run, checked before TensorFlow reads it.
+
+    It must be a JSON object with ``cluster`` (task type -> list of ``host:port``, with
+    ``worker`` or ``chief`` tasks) and ``task`` (``type`` one of the cluster's task types,
+    ``index`` an int within its list). TensorFlow itself would fail later with a bare
+    JSON or key error, or wait for a task that does not exist.
+
+    Raises:
+        ValueError: naming ``TF_CONFIG`` and what is missing or malformed.
+    """
+    example = (
+        '{"cluster": {"worker": ["host0:12345", "host1:12345"]}, '
+        '"task": {"type": "worker", "index": 0}}'
+    )
+    if not text:
+        raise ValueError(
+            f"--strategy multi_worker needs the TF_CONFIG environment variable, e.g. {example}."
+        )
+    try:
+        config = json.loads(text)
+    except ValueError as err:
+        raise ValueError(f"TF_CONFIG is not valid JSON ({err}): {text[:200]!r}.") from None
+    cluster = config.get("cluster") if isinstance(config, dict) else None
+    task = config.get("task") if isinstance(config, dict) else None
+    if not isinstance(cluster, dict) or not any(k in cluster for k in ("worker", "chief")):
+        raise ValueError(
+            f"TF_CONFIG needs a 'cluster' with 'worker' (or 'chief') tasks, e.g. {example}."
+        )
+    for kind, hosts in cluster.items():
+        if (
+            not isinstance(hosts, list)
+            or not hosts
+            or not all(isinstance(h, str) and ":" in h for h in hosts)
+        ):
+            raise ValueError(
+                f"TF_CONFIG cluster[{kind!r}] must be a non-empty list of 'host:port', got {hosts!r}."
+            )
+    if not isinstance(task, dict) or task.get("type") not in cluster:
+        raise ValueError(
+            f"TF_CONFIG needs a 'task' whose 'type' is one of the cluster's "
+            f"{sorted(cluster)}, got {task!r}."
+        )
+    index = task.get("index")
+    if (
+        not isinstance(index, int)
+        or isinstance(index, bool)
+        or not 0 <= index < len(cluster[task["type"]])
+    ):
+        raise ValueError(
+            f"TF_CONFIG task index must be an int in [0, {len(cluster[task['type']])}) for "
+            f"{task['type']!r}, got {index!r}."
+        )
+    return config
 
 
 # TrainConfig attribute -> the training-preset key it overrides when not None.
@@ -893,6 +953,44 @@ def _resume_point(config: TrainConfig, out_dir: pathlib.Path) -> tuple[str | Non
     )
 
 
+def _check_same_run(
+    out_dir: pathlib.Path, latest: str, model: str, settings: Mapping[str, Any], policy: str
+) -> None:
+    """Refuse to resume ``latest`` with another ``--model``, ``--model-preset``, ``--loss``
+    or ``--mixed-precision`` than the run that wrote it (its ``train_config.json`` and
+    ``train_settings.json`` in ``out_dir``; a checkpoint without them is left to
+    :func:`_restore`'s structural check). Some of these changes would restore without
+    error (another loss, or dropping the adversarial term) and silently train another
+    recipe.
+
+    Raises:
+        ValueError: naming the checkpoint, each differing flag and both values.
+    """
+    try:
+        old_config = json.loads((out_dir / "train_config.json").read_text())
+        old_settings = json.loads((out_dir / "train_settings.json").read_text())
+    except (OSError, ValueError):
+        return
+    pairs = {
+        "--model": (old_config.get("model"), model),
+        "--model-preset": (old_settings.get("model_preset"), settings["model_preset"]),
+        "--loss": (old_settings.get("loss"), dict(settings["loss"])),
+        "--mixed-precision": (
+            precision_policy(old_config.get("mixed_precision", False)),
+            policy,
+        ),
+    }
+    differ = [
+        f"{flag} {old!r} (this run: {new!r})" for flag, (old, new) in pairs.items() if old != new
+    ]
+    if differ:
+        raise ValueError(
+            f"--resume: checkpoint {latest} does not match this run: it was written with "
+            f"{'; '.join(differ)}. Resume with the flags of the run that wrote it, or "
+            "start a new run in another --output-dir."
+        )
+
+
 def _restore(checkpoint: tf.train.Checkpoint, path: str) -> None:
     """Restore ``path`` into ``checkpoint``, every object of the run matched.
 
@@ -971,9 +1069,8 @@ def _train(config, settings, strategy, out_dir, guard, data_lib) -> dict[str, An
     batch_size = global_batch_size(settings, strategy)
     policy = precision_policy(config.mixed_precision)
     is_chief = _is_chief(strategy)
-    folder = dict(resume=config.resume, overwrite=config.overwrite)
-    if is_chief:
-        prepare_run_folder(out_dir, **folder, dry_run=True)  # refuse before the data check
+    if is_chief:  # refuse before the data check
+        prepare_run_folder(out_dir, resume=config.resume, overwrite=config.overwrite, dry_run=True)
     latest, initial_epoch = _resume_point(config, out_dir)
 
     root = data_lib.resolve_data(config.data)
@@ -987,12 +1084,8 @@ def _train(config, settings, strategy, out_dir, guard, data_lib) -> dict[str, An
         epochs = int(settings["epochs"])
         total_steps = epochs * steps_per_epoch
 
-    if is_chief:
-        for path in prepare_run_folder(out_dir, **folder):
-            print(f"Removed {path}.")
-        out_dir.mkdir(parents=True, exist_ok=True)
-        write_text_atomic(out_dir / "train_config.json", config.to_json())
-        write_text_atomic(out_dir / "train_settings.json", json.dumps(settings, indent=2))
+    # The run folder is cleared (--overwrite) and its settings written by _fit, once the
+    # loss is built: a recipe that cannot run (VGG-19 weights missing) writes nothing.
 
     # Non-chief workers save too (saving is a collective step of the strategy), into a
     # private temporary directory that is removed at the end (or on the next start of
@@ -1021,6 +1114,19 @@ def _fit(
     with _global_policy(policy):
         parts = build_training(config, settings, strategy, steps_per_epoch, total_steps)
         generator, optimizer = parts.generator, parts.trainer.optimizer
+        # The terms that train (zero weights dropped); a term that cannot run (VGG-19
+        # weights missing) stopped build_training above, before anything was written.
+        settings = {**settings, "loss": dict(parts.loss.terms)}
+        if latest:
+            _check_same_run(out_dir, latest, config.model, settings, policy)
+        if is_chief:
+            for path in prepare_run_folder(
+                out_dir, resume=config.resume, overwrite=config.overwrite
+            ):
+                print(f"Removed {path}.")
+            out_dir.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(out_dir / "train_config.json", config.to_json())
+            write_text_atomic(out_dir / "train_settings.json", json.dumps(settings, indent=2))
         inference_form = InferenceForm(
             generator,
             config.model,
@@ -1094,6 +1200,7 @@ def _fit(
         "model": config.model,
         "model_preset": settings["model_preset"],
         "train_preset": train_preset_name(config),
+        "loss": settings["loss"],
         "final_model": str(final_path) if is_chief else None,  # the chief writes it
         "epochs": epochs,
         "initial_epoch": initial_epoch,
@@ -1200,10 +1307,15 @@ def measure_input_pipeline(config: TrainConfig, steps: int = 20) -> dict[str, fl
         ``{"pipeline_batches_per_s", "pipeline_images_per_s", "train_step_s",
         "train_images_per_s", "headroom"}``; ``headroom`` = pipeline rate / training
         rate, which must stay above 1 (with ``prefetch`` the input then costs nothing).
+
+    Raises:
+        ValueError: ``steps`` is not a positive integer (``--steps``), or bad settings.
     """
     require_tensorflow("tfdeblur.training.measure_input_pipeline")
     from tfdeblur import data as data_lib
 
+    if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:
+        raise ValueError(f"--steps must be a positive integer, got {steps!r}.")
     settings = resolve_train_settings(config)
     strategy = make_strategy(config.strategy)
     batch_size = global_batch_size(settings, strategy)

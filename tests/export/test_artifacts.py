@@ -234,7 +234,9 @@ def test_saved_model_runs_without_tfdeblur(lcnet, tmp_path, verify_images):
         assert "tfdeblur" not in sys.modules and "keras_layers" not in sys.modules
         """
     )
-    run = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True)
+    run = subprocess.run(
+        [sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=300
+    )
     assert run.returncode == 0, run.stderr[-3000:]
     np.testing.assert_allclose(np.load(tmp_path / "y.npy"), lcnet(x), atol=1e-5)
 

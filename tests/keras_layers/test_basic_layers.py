@@ -26,7 +26,9 @@ def test_pixel_shuffle_validates():
         PixelShuffle(2)(np.zeros((1, 2, 2, 6), np.float32))
     with pytest.raises(ValueError, match="upscale_factor"):
         PixelShuffle(0)
-    assert_layer_config_roundtrip(PixelShuffle(3))
+    assert_layer_config_roundtrip(
+        PixelShuffle(3), np.random.default_rng(0).normal(size=(1, 2, 3, 18)).astype(np.float32)
+    )
 
 
 @pytest.mark.parametrize("activation", ["leaky_relu", "relu"])
@@ -39,7 +41,7 @@ def test_res_block_equation(activation):
     h = np.where(h > 0, h, (0.2 if activation == "leaky_relu" else 0.0) * h)
     np.testing.assert_allclose(y, x + to_numpy(block.conv2(h)), rtol=1e-5, atol=1e-5)
     assert block.count_params() == 2 * (4 * 4 * 9 + 4)
-    assert_layer_config_roundtrip(block)
+    assert_layer_config_roundtrip(block, x)
 
 
 @pytest.mark.parametrize("h,w", [(5, 8), (8, 8), (1, 17)])

@@ -59,7 +59,9 @@ def test_parameters_forget_bias_and_config():
     assert cell.count_params() == 4 * (9 * (128 + 64) * 64 + 64) == 442_624
     np.testing.assert_array_equal(cell.input_conv.bias.numpy()[64:128], 1.0)
     np.testing.assert_array_equal(cell.input_conv.bias.numpy()[:64], 0.0)
-    assert_layer_config_roundtrip(ConvLSTMCell2D(8, kernel_size=5))
+    rng = np.random.default_rng(0)
+    x, h, c = (rng.normal(size=(1, 5, 6, ch)).astype(np.float32) for ch in (3, 8, 8))
+    assert_layer_config_roundtrip(ConvLSTMCell2D(8, kernel_size=5), [x, h, c])
     with pytest.raises(ValueError, match="filters"):
         ConvLSTMCell2D(0)
     with pytest.raises(ValueError, match="state h"):

@@ -246,10 +246,11 @@ def test_drm_is_residual_deformable_block():
 
 
 def test_config_roundtrip_and_dynamic_shapes():
+    features = np.random.default_rng(0).normal(size=(1, 7, 9, 3)).astype(np.float32)
     assert_layer_config_roundtrip(
-        DeformableConv2D(6, kernel_size=5, dilation_rate=2, use_bias=False)
+        DeformableConv2D(6, kernel_size=5, dilation_rate=2, use_bias=False), features
     )
-    assert_layer_config_roundtrip(DRM(kernel_size=3, dilation_rate=2))
+    assert_layer_config_roundtrip(DRM(kernel_size=3, dilation_rate=2), features)
     inputs = keras.Input((None, None, 3))
     model = keras.Model(inputs, DRM(name="drm")(inputs))
     for h, w in [(5, 7), (12, 3)]:

@@ -132,8 +132,11 @@ def test_meta_kernel_size_of_the_two_layer_meta_layer():
 
 
 def test_config_roundtrip_and_errors():
-    assert_layer_config_roundtrip(DynamicFilter(filters=2, kernel_size=3, per_channel_kernel=True))
-    assert_layer_config_roundtrip(DynamicFilter(meta_filters=None, meta_kernel_size=1))
+    x = np.random.default_rng(0).normal(size=(1, 6, 7, 4)).astype(np.float32)
+    assert_layer_config_roundtrip(
+        DynamicFilter(filters=2, kernel_size=3, per_channel_kernel=True, meta_filters=4), x
+    )
+    assert_layer_config_roundtrip(DynamicFilter(meta_filters=None, meta_kernel_size=1), x)
     # Configs written before meta_kernel_size existed load with the 3x3 meta-layer.
     config = DynamicFilter(meta_filters=6).get_config()
     del config["meta_kernel_size"]

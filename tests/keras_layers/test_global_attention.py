@@ -145,7 +145,12 @@ def test_cross_attention_takes_query_pixels_and_source_features():
 
 
 def test_config_roundtrip_and_errors():
-    assert_layer_config_roundtrip(GlobalAttention(attention_maps=7))
+    rng = np.random.default_rng(0)
+    x, query = rng.normal(size=(1, 6, 5, 4)), rng.normal(size=(1, 3, 4, 4))
+    assert_layer_config_roundtrip(GlobalAttention(attention_maps=7), x.astype(np.float32))
+    assert_layer_config_roundtrip(
+        GlobalAttention(attention_maps=7), [query.astype(np.float32), x.astype(np.float32)]
+    )
     with pytest.raises(ValueError, match="attention_maps"):
         GlobalAttention(attention_maps=0)
     with pytest.raises(ValueError, match="C2"):

@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+import tfdeblur
 from keras_layers import GlobalLocalModule, GlobalLocalResBlock, MergePatches, SplitPatches
 from tests.utils import assert_converts_to_tflite_and_onnx, assert_layer_config_roundtrip, to_numpy
 
@@ -143,11 +144,15 @@ def test_lighter_meta_layer_reaches_the_dynamic_filter():
 
 
 def test_configs_roundtrip_and_errors():
-    assert_layer_config_roundtrip(GlobalLocalModule(5, 3, 6, cross_attention=True))
-    assert_layer_config_roundtrip(GlobalLocalResBlock(3, 5, 3, 6, cross_attention=True))
-    assert_layer_config_roundtrip(GlobalLocalResBlock(3, 5, 3, None, meta_kernel_size=1))
-    assert_layer_config_roundtrip(SplitPatches(2))
-    assert_layer_config_roundtrip(MergePatches(1))
+    rng = np.random.default_rng(0)
+    x, source = (rng.normal(size=(1, 6, 8, 4)).astype(np.float32) for _ in range(2))
+    assert_layer_config_roundtrip(GlobalLocalModule(5, 3, 6, cross_attention=True), [x, source])
+    assert_layer_config_roundtrip(
+        GlobalLocalResBlock(3, 5, 3, 6, cross_attention=True), [x, source]
+    )
+    assert_layer_config_roundtrip(GlobalLocalResBlock(3, 5, 3, None, meta_kernel_size=1), x)
+    assert_layer_config_roundtrip(SplitPatches(2), x)
+    assert_layer_config_roundtrip(MergePatches(1), np.concatenate([x, source]))
     with pytest.raises(ValueError, match="axis"):
         SplitPatches(3)
     with pytest.raises(ValueError, match=r"\[x, source\]"):
@@ -179,3 +184,31 @@ def test_blocks_convert_to_tflite_builtins_and_onnx_with_dynamic_size():
         for size, source_size in [((9, 13), (5, 6)), ((6, 5), (6, 5))]
     ]
     assert_converts_to_tflite_and_onnx(model, runs)
+
+
+@pytest.mark.parametrize("channels", [32, 128])
+def test_global_and_local_branches_start_at_comparable_magnitude(channels):
+    """At initialisation eq. (8) sums two branches of similar size: the global branch's
+    1/C2 (eq. 6) is compensated by M2's initial value (it once started ~500x weaker, RMS
+    0.0012 vs 0.65, and the sum was the local branch alone). Paper widths: C2 = 128, 5x5
+    filters, one-conv meta-layer, the block's ReLU features as input."""
+    keras.utils.set_random_seed(0)
+    config = tfdeblur.get_model_config("saphn", "paper")
+    block = GlobalLocalResBlock(
+        3, config["attention_maps"], config["filter_size"], config["meta_filters"],
+        cross_attention=True,
+    )  # fmt: skip
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(1, 32, 32, channels)).astype(np.float32)
+    source = np.maximum(rng.normal(size=x.shape), 0).astype(np.float32)  # encoder features
+    block([x, source])
+    h = block.act(block.conv1(x))
+    module = block.global_local
+
+    def rms(t):
+        return float(np.sqrt(np.mean(np.square(to_numpy(t)))))
+
+    local = rms(module.dynamic(h))
+    for name, branch in [("self", module.self_attention(h)), ("cross", module.cross([h, source]))]:
+        ratio = rms(branch) / local
+        assert 0.3 < ratio < 3, (name, ratio)  # measured 0.58-0.60 (0.002 before)

@@ -132,7 +132,10 @@ def test_lcblock_is_shortcut_plus_restored_correlation(method):
 
 
 def test_lcblock_config_roundtrip_and_channel_check():
-    assert_layer_config_roundtrip(LCBlock(squeeze_ratio=4, window_size=7))
+    assert_layer_config_roundtrip(
+        LCBlock(squeeze_ratio=4, window_size=7),
+        np.random.default_rng(0).normal(size=(1, 9, 10, 8)).astype(np.float32),
+    )
     with pytest.raises(ValueError, match="squeeze_ratio"):
         LCBlock(squeeze_ratio=3)(np.zeros((1, 4, 4, 8), np.float32))
 

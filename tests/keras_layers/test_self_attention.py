@@ -88,7 +88,12 @@ def test_attention_is_non_local():
 
 
 def test_config_roundtrip_validation_and_dynamic_shapes():
-    assert_layer_config_roundtrip(SelfAttention2D(reduction=4, pool=2))
+    layer = SelfAttention2D(reduction=4, pool=2)
+    layer(np.random.default_rng(0).normal(size=(1, 5, 6, 8)).astype(np.float32))
+    layer.gamma.assign(0.7)  # not the identity it starts as
+    assert_layer_config_roundtrip(
+        layer, np.random.default_rng(0).normal(size=(1, 5, 6, 8)).astype(np.float32)
+    )
     with pytest.raises(ValueError, match="pool"):
         SelfAttention2D(pool=0)
     with pytest.raises(ValueError, match="reduction"):

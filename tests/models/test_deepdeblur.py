@@ -34,6 +34,10 @@ from tests.utils import load_and_run_in_fresh_process, to_numpy
 from tfdeblur.weights import load_deepdeblur_torch
 
 REFERENCE = pathlib.Path(__file__).resolve().parents[1] / "data_files" / "deepdeblur_reference.npz"
+# Max |Keras - official| in the official [0, 255] units: measured 4.6e-5 (finest),
+# 3.1e-5, 1.5e-5 (coarser scales) and 3.1e-5 (odd size, demo padding) on an AMD EPYC CPU
+# (AVX-512); float32 summation order only. A wrong weight, layout or pyramid is >= 0.1.
+OFFICIAL_ATOL = 2e-4
 
 
 def conv_params(cin, cout, k):
@@ -97,7 +101,7 @@ def test_equals_official_pytorch_network_at_every_scale(reference):
         official = data[f"output_{k}"]
         got = to_numpy(output) * 255.0  # the model's [0, 1] units -> official [0, 255]
         assert got.shape == official.shape
-        np.testing.assert_allclose(got, official, rtol=0, atol=1e-2, err_msg=f"scale {k}")
+        np.testing.assert_allclose(got, official, rtol=0, atol=OFFICIAL_ATOL, err_msg=f"scale {k}")
 
 
 def test_odd_size_equals_official_demo_padding(reference):
@@ -106,7 +110,7 @@ def test_odd_size_equals_official_demo_padding(reference):
     model = load_deepdeblur_torch(state_dict)
     got = to_numpy(model(data["odd_input"].astype(np.float32) / 255.0)) * 255.0
     assert got.shape == data["odd_output_0"].shape == (1, 21, 30, 3)
-    np.testing.assert_allclose(got, data["odd_output_0"], rtol=0, atol=1e-2)
+    np.testing.assert_allclose(got, data["odd_output_0"], rtol=0, atol=OFFICIAL_ATOL)
 
 
 @pytest.mark.parametrize("h,w", [(29, 35), (16, 17), (3, 5)])

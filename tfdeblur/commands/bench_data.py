@@ -6,7 +6,7 @@ import argparse
 
 
 def register(subparsers) -> None:
-    from tfdeblur.options import add_device_arguments
+    from tfdeblur.options import add_device_arguments, add_loss_arguments
 
     p = subparsers.add_parser(
         "bench-data",
@@ -22,6 +22,7 @@ def register(subparsers) -> None:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--patch-size", type=int, default=None)
     add_device_arguments(p)
+    add_loss_arguments(p)
     p.add_argument("--steps", type=int, default=20)
     p.set_defaults(func=run)
 
@@ -38,6 +39,8 @@ def run(args: argparse.Namespace) -> int:
         patch_size=args.patch_size,
         strategy=args.strategy,
         mixed_precision=args.mixed_precision,
+        loss=args.loss,
+        vgg_weights=args.vgg_weights,
     )
     r = measure_input_pipeline(config, args.steps)
     print(

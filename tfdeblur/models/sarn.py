@@ -18,7 +18,12 @@ at (Table 3 / Table 2 in brackets)::
     drm3             2,721,337   10.89   (10.9)   3 DRMs
     drm6             2,783,599   11.13   (11.2)   6 DRMs
     paper            2,791,968   11.17   (11.2)   6 DRMs + SA
+    literal          2,644,384   10.58   (11.2)   paper without the mid-level conv
     sarn_video       3,201,184   12.80   (12.4)
+    video literal    3,828,000   15.31   (12.4)   128-channel ConvLSTM, no mid-level conv
+
+The mid-level closing convolution and the ConvLSTM width are size fits (the paper gives
+neither); the ``literal`` presets leave them as the text has them.
 
 Training memory (float32; peak RSS of one forward + backward step on CPU, scaled linearly
 in the batch; a GPU allocator adds fragmentation and cuDNN workspace): each DRM keeps for
@@ -65,7 +70,10 @@ PAPER = {
     "use_attention": True,
     "attention_reduction": 8,
     "attention_pool": 4,
+    "mid_conv": True,
 }
+# The paper read literally: no closing convolution at the mid-level (see :func:`sarn`).
+LITERAL = {**PAPER, "mid_conv": False}
 
 TINY = {
     "base_channels": 8,
@@ -78,6 +86,9 @@ TINY = {
 }
 
 VIDEO_PAPER = {**PAPER, "lstm_filters": 64}
+# Literal: no mid-level closing convolution, and a ConvLSTM at the width of the features
+# f_i it takes (4n = 128), as eq. (7) puts it between NetE and NetD (see build_video_step).
+VIDEO_LITERAL = {**LITERAL, "lstm_filters": 128}
 VIDEO_TINY = {**TINY, "lstm_filters": 8}
 
 # The extraction of the paper has no training section. Readings: SARN follows SRN [50]
@@ -188,7 +199,7 @@ def _conv(filters, name, stride=1, activation="relu"):
 
 
 def _net_e(x, base_channels, num_res_blocks, num_mid_blocks, num_drms, use_attention,
-           attention_reduction, attention_pool):  # fmt: skip
+           attention_reduction, attention_pool, mid_conv=True):  # fmt: skip
     """Encoder and mid-level (the paper's NetE, eq. 7). Returns (features, skips)."""
     n = base_channels
     skips = []
@@ -209,8 +220,9 @@ def _net_e(x, base_channels, num_res_blocks, num_mid_blocks, num_drms, use_atten
         x = DRM(3, name=f"mid_drm{i}")(x)
     if use_attention:
         x = SelfAttention2D(attention_reduction, attention_pool, name="mid_attention")(x)
-    x = _conv(4 * n, "mid_conv", activation=None)(x)
-    x = keras.layers.Add(name="mid_skip")([encoded, x])
+    if mid_conv:
+        x = _conv(4 * n, "mid_conv", activation=None)(x)
+        x = keras.layers.Add(name="mid_skip")([encoded, x])
     return x, skips
 
 
@@ -234,6 +246,7 @@ def _net_d(x, skips, base_channels, num_res_blocks):
         "drm0_sa": {**PAPER, "num_drms": 0},
         "drm3": {**PAPER, "num_drms": 3, "use_attention": False},
         "drm6": {**PAPER, "use_attention": False},
+        "literal": LITERAL,
         "tiny": TINY,
     },
     train_presets={"paper": TRAIN_PAPER, "tiny": TRAIN_TINY, "demo": TRAIN_DEMO},
@@ -248,6 +261,7 @@ def sarn(
     use_attention: bool = True,
     attention_reduction: int = 8,
     attention_pool: int = 4,
+    mid_conv: bool = True,
     name: str = "sarn",
 ) -> keras.Model:
     """Build the SARN image network (sec. 2, Fig. 1).
@@ -278,9 +292,11 @@ def sarn(
       replaces (its offset convolution), and the rows grow by 0.1 MB per DRM.
     * The DRMs and the SA operate "on the output of the encoder", DRMs first. The
       mid-level is closed EDSR-style by a linear 3x3 convolution and a long additive
-      skip over it (the "residual" encoder-decoder). That convolution is also what
-      Table 3 needs: without its 147,584 parameters the paper preset would be 10.58 MB,
-      5.6% under 11.2 MB.
+      skip over it (the "residual" encoder-decoder). The paper names no such
+      convolution: it is a size fit, not a reading. Without its 147,584 parameters the
+      paper preset would be 10.58 MB, 5.6% under Table 3's 11.2 MB; with it 11.17 MB.
+      The preset ``"literal"`` (``mid_conv=False``) is the paper as written: the SA
+      output goes straight to the decoder (2,644,384 parameters, 10.58 MB).
     * SA module: SAGAN self-attention with keys/values max-pooled by
       ``attention_pool = 4`` so that it runs on a 1280x720 frame within a 16 GB GPU
       (:class:`keras_layers.SelfAttention2D` has the arithmetic).
@@ -297,6 +313,8 @@ def sarn(
         use_attention: include the SA module. Default True.
         attention_reduction: SA channel reduction. Default 8.
         attention_pool: SA key/value pooling. Default 4.
+        mid_conv: close the mid-level with a linear conv and a skip over it (a size
+            fit, see above). Default True.
         name: model name.
 
     Returns:
@@ -308,7 +326,7 @@ def sarn(
     x = PadToMultiple(MULTIPLE, name="pad")(inputs)
     x, skips = _net_e(
         x, base_channels, num_res_blocks, num_mid_blocks, num_drms, bool(use_attention),
-        attention_reduction, attention_pool,
+        attention_reduction, attention_pool, bool(mid_conv),
     )  # fmt: skip
     x = _net_d(x, skips, base_channels, num_res_blocks)
     outputs = CropToReference(name="crop")([x, inputs])
@@ -324,6 +342,7 @@ def build_video_step(
     attention_reduction: int = 8,
     attention_pool: int = 4,
     lstm_filters: int = 64,
+    mid_conv: bool = True,
     name: str = "sarn_video_step",
 ) -> keras.Model:
     """One time step of the SARN video network, eq. (7), as a functional model.
@@ -339,18 +358,21 @@ def build_video_step(
     ``I_i = NetD(g_i)``. The encoder skips feed NetD as in the image network (eq. 7
     writes NetD(g_i) only; the skips are part of the encoder-decoder it extends).
 
-    Reading: the ConvLSTM has 3x3 kernels and ``2n = 64`` channels. Table 2 puts the
+    The ConvLSTM width is a size fit, not a reading: the paper gives none. It has 3x3
+    kernels and ``2n = 64`` channels, chosen for Table 2's size. Table 2 puts the
     recurrent network at 12.4 MB against 11.2 MB for the same network without
     recurrence ("Ours-Multi"): 1.2 MB = 0.3 M parameters for the ConvLSTM. One at the
     mid-level width (128) would cost 1.18 M (4.7 MB, 15.9 MB in total); with
     ``2n = 64`` channels it costs 0.44 M and NetD's first deconvolution (which now reads
     64 channels) shrinks by 37 K: 12.80 MB in total (+3.2%). 64 keeps the widths on the
     paper's n / 2n / 4n ladder; 48 channels would give 12.21 MB (-1.5%), 32 channels
-    11.70 MB (-5.7%).
+    11.70 MB (-5.7%). The preset ``"literal"`` is eq. (7) as written: a ConvLSTM at the
+    width of the ``f_i`` it takes (4n = 128) and no mid-level closing convolution (see
+    :func:`sarn`): 3,828,000 parameters, 15.31 MB.
 
     Args:
         base_channels, num_res_blocks, num_mid_blocks, num_drms, use_attention,
-        attention_reduction, attention_pool: as :func:`sarn`.
+        attention_reduction, attention_pool, mid_conv: as :func:`sarn`.
         lstm_filters: channels of the ConvLSTM state. Default 64.
         name: model name.
 
@@ -366,7 +388,7 @@ def build_video_step(
     x = PadToMultiple(MULTIPLE, name="pad")(frames)
     x, skips = _net_e(
         x, base_channels, num_res_blocks, num_mid_blocks, num_drms, bool(use_attention),
-        attention_reduction, attention_pool,
+        attention_reduction, attention_pool, bool(mid_conv),
     )  # fmt: skip
     h_new, c_new = ConvLSTMCell2D(lstm_filters, 3, name="conv_lstm")([x, h, c])
     x = _net_d(h_new, skips, base_channels, num_res_blocks)
@@ -376,7 +398,7 @@ def build_video_step(
 
 @register_model(
     "sarn_video",
-    presets={"paper": VIDEO_PAPER, "tiny": VIDEO_TINY},
+    presets={"paper": VIDEO_PAPER, "literal": VIDEO_LITERAL, "tiny": VIDEO_TINY},
     train_presets={
         "paper": TRAIN_VIDEO_PAPER,
         "tiny": TRAIN_VIDEO_TINY,
@@ -394,6 +416,7 @@ def sarn_video(
     attention_reduction: int = 8,
     attention_pool: int = 4,
     lstm_filters: int = 64,
+    mid_conv: bool = True,
     name: str = "sarn_video",
 ) -> keras.Model:
     """Build the SARN video network over clips (sec. 2.2, eq. 7).
@@ -416,7 +439,7 @@ def sarn_video(
     """
     step = build_video_step(
         base_channels, num_res_blocks, num_mid_blocks, num_drms, use_attention,
-        attention_reduction, attention_pool, lstm_filters, name="step",
+        attention_reduction, attention_pool, lstm_filters, mid_conv, name="step",
     )  # fmt: skip
     clips = keras.Input(shape=(None, None, None, 3), name="blurry_clip")
     outputs = FrameRecurrence(step, 2, 2, MULTIPLE, name="recurrence")(clips)
