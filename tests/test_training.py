@@ -658,3 +658,40 @@ def test_help_lists_models_and_presets_without_markup(capsys):
         assert all(p in line for p in spec.train_presets), line
     assert "--vgg-layer" in text and "--mixed-precision" in text
     assert ":class:" not in text and ":func:" not in text and "``" not in text
+
+
+def test_adversarial_training_checkpoints_and_resumes_the_discriminator(tmp_path):
+    """With an adversarial term the discriminator and its optimizer are in the checkpoint:
+    a run resumed after epoch 1 ends with the discriminator, its Adam state and the
+    generator of an uninterrupted 2-epoch run, bit for bit (a resume that rebuilt D from
+    scratch, or reset its optimizer, would differ)."""
+    root = write_gopro_tree(tmp_path / "gopro")
+    config = TrainConfig(
+        model="lcnet", model_preset="tiny", train_preset="demo", data=str(root),
+        output_dir=str(tmp_path / "resumed"), strategy="one_device", batch_size=2,
+        patch_size=32, epochs=1, steps_per_epoch=2, max_val_images=1, verbose=0,
+        loss={"l1": 1.0, "adversarial": 1e-3},
+    )  # fmt: skip
+    first = train(config)
+    config.epochs, config.resume = 2, True
+    resumed = train(config)
+    config.output_dir, config.resume = str(tmp_path / "whole"), False
+    whole = train(config)
+    assert resumed["initial_epoch"] == 1 and "d_loss" in resumed["history"]
+    assert resumed["weights_sha256"] == whole["weights_sha256"] != first["weights_sha256"]
+
+    def discriminator_state(run):
+        ckpt = tf.train.latest_checkpoint(str(tmp_path / run / "checkpoints"))
+        names = [n for n, _ in tf.train.list_variables(ckpt) if n.startswith("d")]
+        return {n: tf.train.load_variable(ckpt, n) for n in names}
+
+    got, expected = discriminator_state("resumed"), discriminator_state("whole")
+    # The checkpoint reaches D's 10 kernels (Table 1) through its optimizer, which also
+    # holds Adam's two moments per kernel and its step count.
+    kernels = [n for n in got if n.startswith("d_optimizer/_trainable_variables/")]
+    moments = [n for n in got if n.startswith("d_optimizer/_variables/")]
+    assert len(kernels) == 10 and len(moments) == 20
+    assert int(got["d_optimizer/_iterations/.ATTRIBUTES/VARIABLE_VALUE"]) == 4  # 2 x 2 steps
+    assert got.keys() == expected.keys()
+    for name in got:
+        np.testing.assert_array_equal(got[name], expected[name], err_msg=name)
