@@ -508,17 +508,9 @@ def bench_model(spec: str, config: BenchConfig, directory: pathlib.Path) -> dict
 
 
 def tflite_operator_count(path) -> dict:
-    """Operators in a ``.tflite`` file's main graph: ``{"total": n, "by_type": {...}}``."""
-    from ai_edge_litert import schema_py_generated as schema
-
-    model = schema.ModelT.InitFromPackedBuf(bytearray(pathlib.Path(path).read_bytes()), 0)
-    names = {v: k for k, v in vars(schema.BuiltinOperator).items() if k.isupper()}
-    codes = model.operatorCodes or []
-    counts: dict[str, int] = {}
-    for op in model.subgraphs[0].operators or []:
-        code = codes[op.opcodeIndex]
-        name = names.get(max(code.builtinCode, code.deprecatedBuiltinCode), "CUSTOM")
-        counts[name] = counts.get(name, 0) + 1
+    """Operators in a ``.tflite`` file (:func:`count_tflite_ops`):
+    ``{"total": n, "by_type": {...}}``, most frequent first."""
+    counts = count_tflite_ops(pathlib.Path(path).read_bytes())
     ordered = dict(sorted(counts.items(), key=lambda kv: -kv[1]))
     return {"total": sum(counts.values()), "by_type": ordered}
 
