@@ -32,6 +32,7 @@ import sys
 import threading
 import time
 from collections.abc import Callable
+from typing import Any
 
 #: Default of ``--cluster-timeout``: seconds to wait for every task of the cluster.
 DEFAULT_CLUSTER_TIMEOUT = 300.0
@@ -41,15 +42,66 @@ class ClusterError(RuntimeError):
     """The multi-worker cluster did not form, or lost a task; the message says what."""
 
 
-def _tf_config() -> dict:
-    try:
-        config = json.loads(os.environ["TF_CONFIG"])
-        cluster, task = config["cluster"], config["task"]
-        return {"cluster": cluster, "type": task["type"], "index": int(task["index"])}
-    except (KeyError, TypeError, ValueError) as err:
+def check_tf_config(text: str | None) -> dict[str, Any]:
+    """The parsed ``TF_CONFIG`` of a multi-worker run, checked before TensorFlow reads it.
+
+    It must be a JSON object with ``cluster`` (task type -> list of ``host:port``, with
+    ``worker`` or ``chief`` tasks) and ``task`` (``type`` one of the cluster's task types,
+    ``index`` an int within its list). TensorFlow itself would fail later with a bare
+    JSON or key error, or wait for a task that does not exist.
+
+    Raises:
+        ValueError: naming ``TF_CONFIG`` and what is missing or malformed.
+    """
+    example = (
+        '{"cluster": {"worker": ["host0:12345", "host1:12345"]}, '
+        '"task": {"type": "worker", "index": 0}}'
+    )
+    if not text:
         raise ValueError(
-            f"TF_CONFIG must be JSON with 'cluster' and 'task' {{type, index}}: {err}"
-        ) from None
+            f"--strategy multi_worker needs the TF_CONFIG environment variable, e.g. {example}."
+        )
+    try:
+        config = json.loads(text)
+    except ValueError as err:
+        raise ValueError(f"TF_CONFIG is not valid JSON ({err}): {text[:200]!r}.") from None
+    cluster = config.get("cluster") if isinstance(config, dict) else None
+    task = config.get("task") if isinstance(config, dict) else None
+    if not isinstance(cluster, dict) or not any(k in cluster for k in ("worker", "chief")):
+        raise ValueError(
+            f"TF_CONFIG needs a 'cluster' with 'worker' (or 'chief') tasks, e.g. {example}."
+        )
+    for kind, hosts in cluster.items():
+        if (
+            not isinstance(hosts, list)
+            or not hosts
+            or not all(isinstance(h, str) and ":" in h for h in hosts)
+        ):
+            raise ValueError(
+                f"TF_CONFIG cluster[{kind!r}] must be a non-empty list of 'host:port', got {hosts!r}."
+            )
+    if not isinstance(task, dict) or task.get("type") not in cluster:
+        raise ValueError(
+            f"TF_CONFIG needs a 'task' whose 'type' is one of the cluster's "
+            f"{sorted(cluster)}, got {task!r}."
+        )
+    index = task.get("index")
+    if (
+        not isinstance(index, int)
+        or isinstance(index, bool)
+        or not 0 <= index < len(cluster[task["type"]])
+    ):
+        raise ValueError(
+            f"TF_CONFIG task index must be an int in [0, {len(cluster[task['type']])}) for "
+            f"{task['type']!r}, got {index!r}."
+        )
+    return config
+
+
+def _tf_config() -> dict:
+    config = check_tf_config(os.environ.get("TF_CONFIG"))
+    task = config["task"]
+    return {"cluster": config["cluster"], "type": task["type"], "index": task["index"]}
 
 
 def _address(spec: str) -> tuple[str, int]:

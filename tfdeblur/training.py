@@ -41,7 +41,7 @@ import tensorflow as tf
 from tfdeblur import cluster as cluster_lib
 from tfdeblur import registry
 from tfdeblur.backend import require_tensorflow
-from tfdeblur.cluster import DEFAULT_CLUSTER_TIMEOUT, SignalGuard, peer_lost
+from tfdeblur.cluster import DEFAULT_CLUSTER_TIMEOUT, SignalGuard, check_tf_config, peer_lost
 from tfdeblur.fileio import atomic_path, check_output_path, write_text_atomic
 from tfdeblur.losses import DEFAULT_PERCEPTUAL_LAYER, MULTISCALE_TERMS, DeblurLoss, bce_with_logits
 from tfdeblur.metrics import psnr, ssim
@@ -131,62 +131,6 @@ def make_strategy(
         devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
         return tf.distribute.MirroredStrategy(devices)
     return tf.distribute.OneDeviceStrategy(gpus[0].name if gpus else "/cpu:0")
-
-
-def check_tf_config(text: str | None) -> dict[str, Any]:
-    """The parsed ``TF_CONFIG`` of a multi-worker run, checked before TensorFlow reads it.
-
-    It must be a JSON object with ``cluster`` (task type -> list of ``host:port``, with
-    ``worker`` or ``chief`` tasks) and ``task`` (``type`` one of the cluster's task types,
-    ``index`` an int within its list). TensorFlow itself would fail later with a bare
-    JSON or key error, or wait for a task that does not exist.
-
-    Raises:
-        ValueError: naming ``TF_CONFIG`` and what is missing or malformed.
-    """
-    example = (
-        '{"cluster": {"worker": ["host0:12345", "host1:12345"]}, '
-        '"task": {"type": "worker", "index": 0}}'
-    )
-    if not text:
-        raise ValueError(
-            f"--strategy multi_worker needs the TF_CONFIG environment variable, e.g. {example}."
-        )
-    try:
-        config = json.loads(text)
-    except ValueError as err:
-        raise ValueError(f"TF_CONFIG is not valid JSON ({err}): {text[:200]!r}.") from None
-    cluster = config.get("cluster") if isinstance(config, dict) else None
-    task = config.get("task") if isinstance(config, dict) else None
-    if not isinstance(cluster, dict) or not any(k in cluster for k in ("worker", "chief")):
-        raise ValueError(
-            f"TF_CONFIG needs a 'cluster' with 'worker' (or 'chief') tasks, e.g. {example}."
-        )
-    for kind, hosts in cluster.items():
-        if (
-            not isinstance(hosts, list)
-            or not hosts
-            or not all(isinstance(h, str) and ":" in h for h in hosts)
-        ):
-            raise ValueError(
-                f"TF_CONFIG cluster[{kind!r}] must be a non-empty list of 'host:port', got {hosts!r}."
-            )
-    if not isinstance(task, dict) or task.get("type") not in cluster:
-        raise ValueError(
-            f"TF_CONFIG needs a 'task' whose 'type' is one of the cluster's "
-            f"{sorted(cluster)}, got {task!r}."
-        )
-    index = task.get("index")
-    if (
-        not isinstance(index, int)
-        or isinstance(index, bool)
-        or not 0 <= index < len(cluster[task["type"]])
-    ):
-        raise ValueError(
-            f"TF_CONFIG task index must be an int in [0, {len(cluster[task['type']])}) for "
-            f"{task['type']!r}, got {index!r}."
-        )
-    return config
 
 
 # TrainConfig attribute -> the training-preset key it overrides when not None.
