@@ -51,21 +51,19 @@ class PadToMultiple(keras.layers.Layer):
         if isinstance(pad_h, int) and isinstance(pad_w, int):
             # Static H, W (every JAX/PyTorch call, fixed-size exports): constant pads.
             return ops.pad(inputs, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
-        # Unknown H or W: only a TensorFlow graph has them (any-size exports). The pads
-        # of H and W are computed as one vector, to keep the exported graph small.
+        # Unknown H or W: only a TensorFlow graph has them (any-size exports).
         import tensorflow as tf
 
-        dynamic = tf.shape(inputs)
-        pads = _pad_amount(dynamic[1:3], self.multiple)  # (2,): pad_h, pad_w
-        # [[0, 0], [0, pad_h], [0, pad_w], [0, 0]]
-        paddings = tf.pad(tf.reshape(pads, (2, 1)), [[1, 1], [1, 0]])
-        padded = tf.pad(inputs, paddings)
+        padded = tf.pad(inputs, [[0, 0], [0, pad_h], [0, pad_w], [0, 0]])
         # tf.pad with dynamic paddings loses every static dim; the TFLite converter then
         # cannot lower the next Conv2D (unknown input channels) with dynamic H, W. A
-        # reshape to (B, H', W', C) with C static restores it (RESHAPE is a builtin).
+        # reshape to (B, H', W', C) with C static restores it (RESHAPE is a builtin); its
+        # shape is stacked from scalars, so the converter also keeps a static batch (a
+        # vector form lost it inside SARN video's while loop and broke its int8 file).
         if inputs.shape[-1] is not None:
-            batch_and_size = dynamic[:3] + tf.pad(pads, [[1, 0]])  # B, H', W'
-            padded = tf.reshape(padded, tf.concat([batch_and_size, [inputs.shape[-1]]], 0))
+            padded = tf.reshape(
+                padded, tf.stack([shape[0], shape[1] + pad_h, shape[2] + pad_w, inputs.shape[-1]])
+            )
         return padded
 
     def compute_output_shape(self, input_shape):
