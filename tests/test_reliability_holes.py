@@ -141,8 +141,9 @@ def test_sigterm_ends_a_worker_waiting_for_its_cluster(tmp_path):
     assert "interrupted" in text and "Traceback" not in text
 
 
-@pytest.mark.slow
-def test_sigterm_mid_run_stops_a_worker_and_its_peer_reports_the_loss(tmp_path):
+def _two_workers_training(tmp_path):
+    """Two workers of a long run on loopback, returned once the chief's first checkpoint is
+    written: ``(out, tmpdir, procs, logs)``. The caller kills ``procs`` in a ``finally``."""
     root = write_gopro_tree(tmp_path / "gopro")
     out = tmp_path / "run"
     tmpdir = tmp_path / "tmp"
@@ -156,6 +157,17 @@ def test_sigterm_mid_run_stops_a_worker_and_its_peer_reports_the_loss(tmp_path):
             lambda: tf.train.latest_checkpoint(str(out / "checkpoints")) is not None, 300, procs
         )
         assert started, (tmp_path / "w0.log").read_text()[-3000:]
+    except BaseException:
+        for p in procs:
+            p.kill()
+        raise
+    return out, tmpdir, procs, logs
+
+
+@pytest.mark.slow
+def test_sigterm_mid_run_stops_a_worker_and_its_peer_reports_the_loss(tmp_path):
+    out, tmpdir, procs, logs = _two_workers_training(tmp_path)
+    try:
         assert list(tmpdir.glob("tfdeblur-worker-*"))  # the non-chief's private folder
         procs[1].send_signal(signal.SIGTERM)  # the non-chief, mid-training
         procs[1].wait(timeout=30)
@@ -430,19 +442,8 @@ def test_loading_without_import_tfdeblur_names_the_module_to_import(tmp_path, ti
 
 @pytest.mark.slow
 def test_a_killed_chief_ends_its_peer_with_one_line_and_no_temporary_left(tmp_path):
-    root = write_gopro_tree(tmp_path / "gopro")
-    out = tmp_path / "run"
-    tmpdir = tmp_path / "tmp"
-    tmpdir.mkdir()
-    workers = [f"127.0.0.1:{_free_port()}", f"127.0.0.1:{_free_port()}"]
-    logs = [open(tmp_path / f"w{i}.log", "w+") for i in range(2)]  # noqa: SIM115
-    extra = ("--epochs", "500", "--steps-per-epoch", "2")
-    procs = [_worker(root, out, workers, i, logs[i], *extra, tmpdir=tmpdir) for i in range(2)]
+    out, tmpdir, procs, logs = _two_workers_training(tmp_path)
     try:
-        started = _wait_for(
-            lambda: tf.train.latest_checkpoint(str(out / "checkpoints")) is not None, 300, procs
-        )
-        assert started, (tmp_path / "w0.log").read_text()[-3000:]
         procs[0].kill()  # the chief dies mid-run
         procs[1].wait(timeout=120)
     finally:
