@@ -182,25 +182,15 @@ def test_kill_minus_9_then_resume_continues(tmp_path):
     assert not (out / "final.keras").exists()
 
     total = killed_at + 2
-    resume = subprocess.run(
-        _train_cmd(
-            root,
-            out,
-            "--strategy",
-            "one_device",
-            "--batch-size",
-            "2",
-            "--epochs",
-            str(total),
-            "--steps-per-epoch",
-            "2",
-            "--resume",
-        ),
-        capture_output=True,
-        text=True,
-        env=_env(),
-        timeout=600,
-    )
+
+    def run_for_total_epochs(folder, *extra):
+        command = _train_cmd(
+            root, folder, "--strategy", "one_device", "--batch-size", "2",
+            "--epochs", str(total), "--steps-per-epoch", "2", *extra,
+        )  # fmt: skip
+        return subprocess.run(command, capture_output=True, text=True, env=_env(), timeout=600)
+
+    resume = run_for_total_epochs(out, "--resume")
     assert resume.returncode == 0, resume.stderr[-3000:]
     assert "Resumed from" in resume.stdout and f"(epoch {killed_at})" in resume.stdout
     summary = json.loads((out / "summary.json").read_text())
@@ -219,24 +209,7 @@ def test_kill_minus_9_then_resume_continues(tmp_path):
 
     # Bit for bit where an uninterrupted run of as many epochs ends (same seed, data
     # position and optimizer state restored; the digest train.py prints).
-    whole = subprocess.run(
-        _train_cmd(
-            root,
-            tmp_path / "whole",
-            "--strategy",
-            "one_device",
-            "--batch-size",
-            "2",
-            "--epochs",
-            str(total),
-            "--steps-per-epoch",
-            "2",
-        ),  # fmt: skip
-        capture_output=True,
-        text=True,
-        env=_env(),
-        timeout=600,
-    )
+    whole = run_for_total_epochs(tmp_path / "whole")
     assert whole.returncode == 0, whole.stderr[-3000:]
     assert _digest(resume.stdout) == _digest(whole.stdout) == summary["weights_sha256"]
 
