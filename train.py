@@ -1,6 +1,6 @@
 """Train a tfdeblur network: python train.py --model NAME [--data PATH|demo].
 
-Flags -> tfdeblur.training.TrainConfig -> tfdeblur.training.train. Values not given come
+Flags -> tfdeblur.train.loop.TrainConfig -> tfdeblur.train.loop.train. Values not given come
 from the network's training preset: "paper" for a dataset path, "demo" for --data demo
 (a recipe that trains in minutes on a CPU; the heavy networks' demo recipes train their
 "tiny" model preset). --show-preset prints the resolved recipe.
@@ -16,7 +16,7 @@ import sys
 
 def _models_epilog() -> str:
     """The registered networks with their model and training presets, for ``--help``."""
-    from tfdeblur.registry import CATALOG  # names only: builds nothing, imports no Keras
+    from tfdeblur.models.registry import CATALOG  # names only: builds nothing, imports no Keras
 
     lines = ["registered models (model presets; training presets):"]
     for name, (presets, train_presets) in CATALOG.items():
@@ -136,8 +136,8 @@ def main(argv: list[str] | None = None) -> int:
 
     args = build_parser().parse_args(argv)  # imports no TensorFlow
     quiet_logs(verbose=args.verbose >= 3)
-    from tfdeblur.cluster import ClusterError
-    from tfdeblur.training import TrainConfig, resolve_train_settings, train
+    from tfdeblur.train.cluster import ClusterError
+    from tfdeblur.train.loop import TrainConfig, resolve_train_settings, train
 
     fields = {k: v for k, v in vars(args).items() if k != "show_preset"}
     fields["verbose"] = min(args.verbose, 2)  # Keras' fit verbosity

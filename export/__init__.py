@@ -5,7 +5,7 @@ preparation step that switches layers to their export formulation
 (:mod:`export.prepare`) and one verification step (:mod:`export.verify`) that runs
 every artifact in its deployment runtime on real images, before it replaces anything at
 the destination, and raises :class:`ExportVerificationError` when it disagrees with the
-Keras model. The artifacts are run by :mod:`tfdeblur.inference`'s runners, the same ones
+Keras model. The artifacts are run by :mod:`tfdeblur.infer.runners`'s runners, the same ones
 ``tfdeblur deblur`` and ``tfdeblur bench`` use (:func:`load_artifact` is an alias)::
 
     import tfdeblur, export
@@ -31,7 +31,7 @@ from export.verify import (
     verify,
 )
 from tfdeblur.backend import require_tensorflow
-from tfdeblur.inference import FORMATS
+from tfdeblur.infer.runners import FORMATS
 
 require_tensorflow("The exporters (export)")
 

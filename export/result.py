@@ -10,7 +10,7 @@ from collections.abc import Callable
 from export.prepare import LayerSwitch
 from export.verify import VerificationReport, verify
 from tfdeblur.fileio import atomic_path
-from tfdeblur.inference import check_suffix
+from tfdeblur.infer.runners import check_suffix
 
 
 def artifact_size(path) -> int:
@@ -78,7 +78,7 @@ def write_verified(
         model: the Keras model the artifact comes from (verification's reference).
         path: the destination file (or directory with ``directory=True``).
         write: writes the artifact at the path it is given.
-        format: one of :data:`tfdeblur.inference.FORMATS`.
+        format: one of :data:`tfdeblur.infer.runners.FORMATS`.
         quantization: TFLite quantization, ``none`` elsewhere.
         switches: layers switched to their export formulation.
         directory: the artifact is a directory (SavedModel).
@@ -116,7 +116,7 @@ def check_output_path(path, format: str) -> pathlib.Path:
 
     Raises:
         ValueError: another suffix, or the right one in other case (``.KERAS``), naming
-            the path (the rule of :func:`tfdeblur.inference.check_suffix`).
+            the path (the rule of :func:`tfdeblur.infer.runners.check_suffix`).
     """
     path = pathlib.Path(path).expanduser()
     check_suffix(path, format)

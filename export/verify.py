@@ -4,7 +4,7 @@ Every exporter calls :func:`verify` on its artifact before moving it into place 
 failing artifact never replaces the file or folder at the destination): the artifact
 runs in the runtime a user deploys it with (``tf.saved_model.load``,
 ``keras.models.load_model`` with ``safe_mode=True``, the LiteRT interpreter of
-``ai_edge_litert``, onnxruntime), through the runners of :mod:`tfdeblur.inference` (the
+``ai_edge_litert``, onnxruntime), through the runners of :mod:`tfdeblur.infer.runners` (the
 same code ``tfdeblur deblur`` and ``tfdeblur bench`` run), on real blurry images, and the
 report gives, per image,
 
@@ -48,7 +48,7 @@ from collections.abc import Callable, Sequence
 import numpy as np
 
 from export.signature import as_model_input, first_output, model_input
-from tfdeblur.inference import Runner, TFLiteRunner, detect_format, load_runner
+from tfdeblur.infer.runners import Runner, TFLiteRunner, detect_format, load_runner
 
 TOLERANCES_DB = {
     ("saved_model", "none"): 45.0,
@@ -93,9 +93,9 @@ def psnr(prediction: np.ndarray, target: np.ndarray, data_range: float = 1.0) ->
 
 
 def load_artifact(path, format: str | None = None, num_threads: int | None = None) -> Runner:
-    """The artifact at ``path`` as a :class:`tfdeblur.inference.Runner`.
+    """The artifact at ``path`` as a :class:`tfdeblur.infer.runners.Runner`.
 
-    A thin alias of :func:`tfdeblur.inference.load_runner` for exported artifacts (a
+    A thin alias of :func:`tfdeblur.infer.runners.load_runner` for exported artifacts (a
     file or SavedModel directory, never a registry name): ``runner.run_batch(x)`` maps
     float32 ``(1, ..., 3)`` to float32, quantized TFLite inputs/outputs mapped with the
     interpreter's scale and zero point.
@@ -173,7 +173,7 @@ def load_image_pairs(spec=None) -> list[tuple[str, np.ndarray, np.ndarray | None
             :func:`find_images`); or a list of arrays, ``(blurry, sharp)`` tuples or
             ``(name, blurry, sharp)`` tuples (what this function returns).
     """
-    from tfdeblur import image_io
+    from tfdeblur.data import image_io
 
     if spec is None:
         from tfdeblur import data
@@ -354,7 +354,7 @@ def verify(
         quantization: TFLite quantization (``none``, ``float16``, ``dynamic``, ``int8``).
         tolerance: minimum PSNR against Keras in dB; :data:`TOLERANCES_DB` if None.
         crop: ``(H, W)`` centre crop of the images, None for full images.
-        runner: what runs the artifact: a :class:`tfdeblur.inference.Runner` or a
+        runner: what runs the artifact: a :class:`tfdeblur.infer.runners.Runner` or a
             callable on model inputs (default :func:`load_artifact`).
         raise_on_failure: raise :class:`ExportVerificationError` when the artifact
             disagrees beyond the tolerance (else only ``report.passed`` is False).

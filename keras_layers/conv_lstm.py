@@ -145,7 +145,7 @@ class FrameRecurrence(keras.layers.Layer):
     calls, every call on JAX and PyTorch) is unrolled in Python, which XLA compiles; an
     unknown T (a TensorFlow graph traced with ``None`` frames) runs a ``tf.while_loop``
     (same numbers) that converts to TFLite (WHILE) and ONNX (Loop).
-    Streaming inference (:mod:`tfdeblur.video`) follows the same rules frame by frame.
+    Streaming inference (:mod:`tfdeblur.infer.video`) follows the same rules frame by frame.
 
     Reference:
         SARN sec. 2.2, eq. (7): "previously deblurred estimates are provided at the input

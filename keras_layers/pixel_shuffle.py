@@ -17,7 +17,7 @@ class PixelShuffle(keras.layers.Layer):
     backend): output pixel ``(i, j)`` of a
     ``r x r`` cell, channel ``c`` reads input channel ``(i*r + j)*C + c``. PyTorch's
     ``nn.PixelShuffle`` reads ``c*r*r + i*r + j`` instead; importers of PyTorch weights
-    permute the preceding convolution's output channels (see ``tfdeblur.weights``).
+    permute the preceding convolution's output channels (see ``tfdeblur.models.weights``).
 
     Args:
         upscale_factor: int r >= 1. Default 2.

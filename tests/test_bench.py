@@ -7,9 +7,9 @@ import keras
 import pytest
 
 import tfdeblur
-from tfdeblur.bench import count_gflops
 from tfdeblur.cli import main
-from tfdeblur.inference import tflite_interpreter
+from tfdeblur.evaluate.bench import count_gflops
+from tfdeblur.infer.runners import tflite_interpreter
 
 
 def test_gflops_of_a_plain_conv_model_match_the_formula():

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from tfdeblur.compare import GAP, comparison_image
-from tfdeblur.image_io import read_image
+from tfdeblur.data.image_io import read_image
+from tfdeblur.infer.compare import GAP, comparison_image
 
 
 def _bottom_row_boxes(canvas, panel_h, column):

@@ -13,11 +13,11 @@ from PIL import Image
 import tfdeblur
 from tests.utils import REPO, import_or_skip
 from tfdeblur.cli import main
-from tfdeblur.deblurring import plan_jobs
-from tfdeblur.image_io import read_image, read_image_info, write_image
-from tfdeblur.inference import KerasRunner, Runner, load_runner
-from tfdeblur.video import deblur_video as deblur_video_file
-from tfdeblur.video import stream_video_model
+from tfdeblur.data.image_io import read_image, read_image_info, write_image
+from tfdeblur.infer.files import plan_jobs
+from tfdeblur.infer.runners import KerasRunner, Runner, load_runner
+from tfdeblur.infer.video import deblur_video as deblur_video_file
+from tfdeblur.infer.video import stream_video_model
 
 LSB8 = 1 / 255
 
@@ -390,7 +390,7 @@ def test_console_script_end_to_end(tmp_path, small_model):
 
 
 def test_comparison_crop_is_where_the_output_changed():
-    from tfdeblur.compare import GAP, comparison_image, pick_crop
+    from tfdeblur.infer.compare import GAP, comparison_image, pick_crop
 
     before = np.full((60, 80, 3), 0.2, np.float32)
     after = before.copy()

@@ -9,7 +9,7 @@ import pytest
 from skimage.metrics import peak_signal_noise_ratio, structural_similarity
 
 from tfdeblur.cli import main
-from tfdeblur.image_io import read_image, write_image
+from tfdeblur.data.image_io import read_image, write_image
 from tfdeblur.metrics import rgb_to_y_matlab, ssim_matlab
 
 
@@ -205,7 +205,7 @@ def test_eval_gopro_tree_end_to_end(tmp_path, small_model, capsys):
 
 def test_eval_quantize_scores_the_8bit_output(tmp_path, small_model):
     from tfdeblur import data
-    from tfdeblur.evaluate import evaluate
+    from tfdeblur.evaluate.protocol import evaluate
 
     model_path, model = small_model
     make_gopro_tree(tmp_path, {"SEQ": 1})

@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from tfdeblur.losses import DeblurLoss, charbonnier, l1, mse, multiscale_l1, multiscale_mse
+from tfdeblur.train.losses import DeblurLoss, charbonnier, l1, mse, multiscale_l1, multiscale_mse
 
 
 def _gaussian_kernel(sigma=2.0 / 3.0, radius=3):

@@ -7,13 +7,13 @@ import pytest
 import export
 import tfdeblur
 from tfdeblur.cli import main
-from tfdeblur.inference import KerasRunner, load_runner
-from tfdeblur.precision import (
+from tfdeblur.infer.precision import (
     BF16_FASTER,
     as_bfloat16,
     cpu_has_bf16,
     resolve_precision,
 )
+from tfdeblur.infer.runners import KerasRunner, load_runner
 
 CPUINFO = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f {extra}\nbogomips\t: 4000\n"
 
@@ -89,7 +89,7 @@ def test_cli_precision_flag_is_plumbed_and_checked(tmp_path, capsys):
         assert info.value.code == 2
         assert "--precision: invalid choice: 'float16'" in capsys.readouterr().err
     image = tmp_path / "in.png"
-    from tfdeblur.image_io import write_image
+    from tfdeblur.data.image_io import write_image
 
     write_image(image, np.random.default_rng(0).random((24, 32, 3), dtype=np.float32))
     x = keras.Input((None, None, 3), name="blurry")

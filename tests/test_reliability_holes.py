@@ -284,7 +284,7 @@ def test_damaged_keras_files_are_named_not_reported_missing(tmp_path, tiny_keras
     damaged = tmp_path / "damaged.keras"
     damaged.write_bytes(bytes(flipped))
     image = tmp_path / "in.png"
-    tfdeblur.image_io.write_image(image, np.full((16, 16, 3), 0.5, np.float32))
+    tfdeblur.data.image_io.write_image(image, np.full((16, 16, 3), 0.5, np.float32))
     expected = {truncated: "not a readable .keras archive", damaged: "fails its CRC check"}
     for path, what in expected.items():
         commands = [
@@ -335,7 +335,7 @@ def test_outputs_under_an_existing_file_are_refused_up_front(tmp_path, tiny_kera
     assert _train(root, blocker / "run", "--epochs", "1") == 2
     assert f"{str(blocker)!r} is a file" in capsys.readouterr().err
     image = tmp_path / "in.png"
-    tfdeblur.image_io.write_image(image, np.full((16, 16, 3), 0.5, np.float32))
+    tfdeblur.data.image_io.write_image(image, np.full((16, 16, 3), 0.5, np.float32))
     runs = [
         ["deblur", str(image), "-o", str(blocker / "out.png"), "--model", str(tiny_keras)],
         ["export", "--model", str(tiny_keras), "--format", "keras", "-o",
@@ -359,7 +359,7 @@ def test_temporaries_of_a_killed_run_are_removed_on_its_next_start(finished_run,
         f"""
         import os, pathlib
         from tfdeblur.fileio import atomic_path
-        from tfdeblur.run_folder import worker_temp_dir
+        from tfdeblur.train.run_folder import worker_temp_dir
         worker_temp_dir({str(out)!r}, "worker1")
         with atomic_path(pathlib.Path({str(out)!r}) / "summary.json") as tmp:
             tmp.write_bytes(b"half")
@@ -386,7 +386,7 @@ def test_temporaries_of_a_killed_run_are_removed_on_its_next_start(finished_run,
     assert not list((out / "checkpoints").glob("checkpoint.tmp*"))
     # The non-chief task of the same run removes its own left-over folder when it starts.
     code = (
-        "from tfdeblur.run_folder import worker_temp_dir; "
+        "from tfdeblur.train.run_folder import worker_temp_dir; "
         f"print(worker_temp_dir({str(out)!r}, 'worker1'))"
     )
     new = subprocess.run(

@@ -9,8 +9,9 @@ import numpy as np
 import pytest
 
 from tests.test_training import REPO, write_gopro_tree
-from tfdeblur import registry, startup
-from tfdeblur.image_io import write_image
+from tfdeblur import startup
+from tfdeblur.data.image_io import write_image
+from tfdeblur.models import registry
 
 # A TensorFlow/absl C++ log line, or the other marks of TensorFlow's logging.
 TF_LOG = re.compile(

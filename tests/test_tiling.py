@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from keras_layers import CropToReference, GaussianPyramid, PadToMultiple, PixelShuffle
-from tfdeblur.inference import KerasRunner, keras_bytes_per_pixel
-from tfdeblur.tiling import (
+from tfdeblur.infer.runners import KerasRunner, keras_bytes_per_pixel
+from tfdeblur.infer.tiling import (
     AUTO_MIN_TILE,
     DEFAULT_MULTIPLE,
     auto_tile_size,
@@ -193,7 +193,7 @@ def test_model_multiple_reads_the_padding_layers():
 
 class FixedSizeRunner:
     """Stands for a model exported with ``--input-size``: it runs one shape only, like a
-    :class:`tfdeblur.inference.Runner` whose ``input_size`` is set."""
+    :class:`tfdeblur.infer.runners.Runner` whose ``input_size`` is set."""
 
     def __init__(self, runner, size):
         self.runner, self.input_size, self.model = runner, size, None
@@ -207,7 +207,7 @@ class FixedSizeRunner:
 
 
 def test_fixed_size_model_runs_any_image_in_tiles_of_its_size():
-    from tfdeblur.deblurring import plan_tile, run_image
+    from tfdeblur.infer.images import plan_tile, run_image
 
     runner = KerasRunner(strided_net())
     fixed = FixedSizeRunner(runner, (32, 48))

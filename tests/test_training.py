@@ -11,9 +11,8 @@ import pytest
 import tensorflow as tf
 
 import tfdeblur
-from tfdeblur import training
-from tfdeblur.losses import KNOWN_TERMS, DeblurLoss
-from tfdeblur.training import (
+from tfdeblur.train import loop as training
+from tfdeblur.train.loop import (
     DeblurTrainer,
     TrainConfig,
     make_lr_schedule,
@@ -22,6 +21,7 @@ from tfdeblur.training import (
     resolve_train_settings,
     train,
 )
+from tfdeblur.train.losses import KNOWN_TERMS, DeblurLoss
 
 REPO = pathlib.Path(__file__).resolve().parents[1]
 
@@ -328,7 +328,7 @@ def test_mixed_float16_checkpoints_the_loss_scale_and_resumes(tmp_path):
     """Under mixed_float16 the trainer steps with a LossScaleOptimizer; the checkpoint
     holds it, so the dynamic loss scale survives a resume, and the global policy is
     restored after a run, also one that fails."""
-    from tfdeblur.training import build_training
+    from tfdeblur.train.loop import build_training
 
     root = write_gopro_tree(tmp_path / "gopro")
     out = tmp_path / "fp16"
@@ -537,7 +537,7 @@ def test_input_pipeline_measurement_and_a_missing_vgg_file(tmp_path):
 def test_paper_recipe_without_vgg_weights_refuses_to_start(tmp_path, monkeypatch):
     """LCNet's paper loss has a perceptual term: without the VGG-19 weights the run stops
     before anything is written, naming both ways on; it never drops the term itself."""
-    from tfdeblur.losses import VGGWeightsUnavailable
+    from tfdeblur.train.losses import VGGWeightsUnavailable
 
     def offline(*args, **kwargs):  # what keras raises when the download fails
         raise Exception(

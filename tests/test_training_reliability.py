@@ -96,7 +96,7 @@ def _digest(stdout):
 def test_two_worker_multi_worker_mirrored_training(tmp_path):
     """Two workers (no chief: worker 0 writes) end identical, and follow the trajectory
     of MirroredStrategy over this process's two logical CPUs with the same global batch."""
-    from tfdeblur.training import TrainConfig, train
+    from tfdeblur.train.loop import TrainConfig, train
 
     root = write_gopro_tree(tmp_path / "gopro")
     out = tmp_path / "mw"

@@ -1,4 +1,4 @@
-"""tfdeblur.weights.load_deepdeblur_torch and ``tfdeblur import-weights``.
+"""tfdeblur.models.weights.load_deepdeblur_torch and ``tfdeblur import-weights``.
 
 The reference state_dict and outputs come from the official DeepDeblur-PyTorch code (see
 the docstring of tests/models/test_deepdeblur.py for how they were made).
@@ -15,7 +15,7 @@ import tensorflow as tf
 import tfdeblur
 from tests.utils import import_or_skip
 from tfdeblur.cli import main as cli_main
-from tfdeblur.weights import (
+from tfdeblur.models.weights import (
     _pixel_shuffle_permutation,
     deepdeblur_config_from_state_dict,
     load_deepdeblur_torch,

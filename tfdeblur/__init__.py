@@ -16,13 +16,13 @@ __version__ = "0.1.0"
 
 # Public name -> the module that defines it (imported on first access).
 _API = {
-    "build_model": "tfdeblur.registry",
-    "deblur": "tfdeblur.deblurring",
-    "get_model_config": "tfdeblur.registry",
-    "get_spec": "tfdeblur.registry",
-    "get_train_preset": "tfdeblur.registry",
-    "list_models": "tfdeblur.registry",
-    "register_model": "tfdeblur.registry",
+    "build_model": "tfdeblur.models.registry",
+    "deblur": "tfdeblur.infer.images",
+    "get_model_config": "tfdeblur.models.registry",
+    "get_spec": "tfdeblur.models.registry",
+    "get_train_preset": "tfdeblur.models.registry",
+    "list_models": "tfdeblur.models.registry",
+    "register_model": "tfdeblur.models.registry",
 }
 
 __all__ = sorted(_API)

@@ -2,7 +2,7 @@
 
 The networks (``keras_layers``, :mod:`tfdeblur.models`, :func:`tfdeblur.build_model`) are
 written with ``keras.ops`` and run on TensorFlow, JAX and PyTorch; a ``.keras`` file saved
-under one backend loads under the others. Training (``train.py``, :mod:`tfdeblur.training`),
+under one backend loads under the others. Training (``train.py``, :mod:`tfdeblur.train.loop`),
 the ``tf.data`` pipelines, ``tf.distribute``, the exporters and the ``tfdeblur`` commands
 are TensorFlow programs: they call :func:`require_tensorflow` first, so that under another
 backend they stop with one message saying what to do instead of failing deep inside.
@@ -13,8 +13,8 @@ from __future__ import annotations
 import keras
 
 TENSORFLOW_ONLY = (
-    "training (train.py, tfdeblur.training), the tf.data pipelines (tfdeblur.data), "
-    "tf.distribute, the exporters (export), tfdeblur.deblur, tfdeblur.video and every "
+    "training (train.py, tfdeblur.train.loop), the tf.data pipelines (tfdeblur.data), "
+    "tf.distribute, the exporters (export), tfdeblur.deblur, tfdeblur.infer.video and every "
     "`tfdeblur` command"
 )
 

@@ -1,7 +1,7 @@
 """Names and options the command lines share, importable without TensorFlow.
 
 ``train.py`` and the ``tfdeblur`` sub-commands build their parsers from this module (and
-:mod:`tfdeblur.registry`'s ``CATALOG``), so ``--help`` never loads TensorFlow.
+:mod:`tfdeblur.models.registry`'s ``CATALOG``), so ``--help`` never loads TensorFlow.
 """
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ from __future__ import annotations
 STRATEGIES = ("auto", "one_device", "mirrored", "multi_worker")
 MIXED_POLICIES = ("mixed_float16", "mixed_bfloat16")
 
-#: Artifact formats :mod:`tfdeblur.inference` runs.
+#: Artifact formats :mod:`tfdeblur.infer.runners` runs.
 FORMATS = ("saved_model", "keras", "tflite", "onnx")
 
 #: File suffix of each single-file format, matched exactly (a SavedModel is a directory).

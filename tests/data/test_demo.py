@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from tfdeblur.data import demo, find_pairs, load_pair, resolve_data, validate_pairs
-from tfdeblur.image_io import read_image
+from tfdeblur.data.image_io import read_image
 
 SUBSET = {"train": (("astronaut", 2),)}  # the first two pairs of the full dataset
 

@@ -1,4 +1,4 @@
-"""tfdeblur.image_io: reading (8/16 bit, gray, alpha, palette), header info, atomic writes."""
+"""tfdeblur.data.image_io: reading (8/16 bit, gray, alpha, palette), header info, atomic writes."""
 
 import os
 
@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tfdeblur.image_io import (
+from tfdeblur.data.image_io import (
     DATASET_EXTENSIONS,
     READ_EXTENSIONS,
     ImageInfo,
@@ -98,8 +98,8 @@ def test_one_list_of_image_extensions(tmp_path):
     """READ_EXTENSIONS is the one list: every entry is read by read_image, datasets scan a
     subset of it, and the deblur CLI and frame folders use it as it is."""
     import tfdeblur.data as data
-    import tfdeblur.deblurring as deblurring
-    import tfdeblur.video as video
+    import tfdeblur.data.video_io as video_io
+    import tfdeblur.infer.files as files
 
     pixels = _rgb8(9, 11)
     for ext in READ_EXTENSIONS:
@@ -112,8 +112,8 @@ def test_one_list_of_image_extensions(tmp_path):
             np.testing.assert_array_equal(image, pixels / np.float32(255), err_msg=ext)
     assert set(DATASET_EXTENSIONS) <= set(READ_EXTENSIONS)
     assert data.IMAGE_EXTENSIONS is DATASET_EXTENSIONS
-    assert deblurring.IMAGE_EXTENSIONS is READ_EXTENSIONS
-    assert video.FRAME_EXTENSIONS is READ_EXTENSIONS
+    assert files.IMAGE_EXTENSIONS is READ_EXTENSIONS
+    assert video_io.FRAME_EXTENSIONS is READ_EXTENSIONS
 
 
 def test_exif_orientation_only_on_request(tmp_path):

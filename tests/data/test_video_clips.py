@@ -1,11 +1,11 @@
-"""Clip discovery (GOPRO and DVD layouts) and the clip pipeline of tfdeblur.data.video."""
+"""Clip discovery (GOPRO and DVD layouts) and the clip pipeline of tfdeblur.data.clips."""
 
 import numpy as np
 import pytest
 
 from tfdeblur.data import DatasetError, clip_dataset, find_clips
-from tfdeblur.data.video import clip_windows
-from tfdeblur.image_io import write_image
+from tfdeblur.data.clips import clip_windows
+from tfdeblur.data.image_io import write_image
 
 H, W = 24, 30
 

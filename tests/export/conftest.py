@@ -10,7 +10,7 @@ VERIFY_CROPS = (("Istanbul", (300, 500), (64, 96)), ("Flower", (200, 100), (44, 
 
 @pytest.fixture(scope="session")
 def gopro_pairs(gopro_samples):
-    from tfdeblur import image_io
+    from tfdeblur.data import image_io
 
     return {
         name: (

@@ -7,8 +7,8 @@ import pytest
 
 import export
 import tfdeblur
-from tfdeblur.bench import tflite_operator_count
-from tfdeblur.inference import load_runner
+from tfdeblur.evaluate.bench import tflite_operator_count
+from tfdeblur.infer.runners import load_runner
 
 pytestmark = pytest.mark.slow  # three SAPHN exports: about a minute on 2 idle cores
 

@@ -16,8 +16,8 @@ from export.signature import input_signature, serving_function
 from export.tflite import convert, representative_dataset
 from export.verify import ExportVerificationError, load_artifact, psnr
 from keras_layers import LCBlock
-from tfdeblur import image_io
-from tfdeblur.inference import (
+from tfdeblur.data import image_io
+from tfdeblur.infer.runners import (
     SavedModelRunner,
     TFLiteRunner,
     dequantize_output,

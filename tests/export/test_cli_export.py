@@ -9,9 +9,9 @@ import pytest
 
 import tfdeblur
 from export.verify import TOLERANCES_DB
-from tfdeblur import image_io
 from tfdeblur.cli import main
-from tfdeblur.inference import tflite_interpreter
+from tfdeblur.data import image_io
+from tfdeblur.infer.runners import tflite_interpreter
 
 
 @pytest.fixture(scope="module")

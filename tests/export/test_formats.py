@@ -14,7 +14,7 @@ import pytest
 import export
 import tfdeblur
 from export.verify import TOLERANCES_DB
-from tfdeblur.inference import default_num_threads, load_runner, tflite_interpreter
+from tfdeblur.infer.runners import default_num_threads, load_runner, tflite_interpreter
 
 MODELS = tfdeblur.list_models()
 

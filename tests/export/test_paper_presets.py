@@ -4,7 +4,7 @@ Slow: the 15 tests take ~4 min on the project's 2-core machine (SAPHN's ONNX con
 alone 125 s, its TFLite 21 s, every other one under 17 s).
 
 The max-abs difference is computed here, on the artifact's output from its deployment
-runtime (the runners of :mod:`tfdeblur.inference`: ``tf.saved_model.load``, the LiteRT
+runtime (the runners of :mod:`tfdeblur.infer.runners`: ``tf.saved_model.load``, the LiteRT
 interpreter, onnxruntime) against ``model(x)``, not by ``export.verify`` (whose PSNR
 bound is 45 dB). Inputs: a seeded uniform-random 64x64 image in [0, 1] (no data files
 needed); the video network a 3-frame clip of them. Weights: the paper presets' own
@@ -28,7 +28,7 @@ import pytest
 
 import export
 import tfdeblur
-from tfdeblur.inference import load_runner
+from tfdeblur.infer.runners import load_runner
 
 ATOL = 1e-4
 SIZE = 64

@@ -115,7 +115,7 @@ def test_import_and_build_need_no_tensorflow(backend):
         backend,
         """
         import sys
-        import keras_layers, tfdeblur, tfdeblur.models, tfdeblur.registry
+        import keras_layers, tfdeblur, tfdeblur.models, tfdeblur.models.registry
         from tfdeblur import data  # discovery and validation only
         tfdeblur.build_model("saphn", "tiny")  # building runs every layer's call once
         loaded = sorted(m for m in sys.modules if m == "tensorflow" or m.startswith("tensorflow."))

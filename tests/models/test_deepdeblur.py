@@ -31,7 +31,7 @@ import pytest
 
 import tfdeblur
 from tests.utils import load_and_run_in_fresh_process, to_numpy
-from tfdeblur.weights import load_deepdeblur_torch
+from tfdeblur.models.weights import load_deepdeblur_torch
 
 REFERENCE = pathlib.Path(__file__).resolve().parents[1] / "data_files" / "deepdeblur_reference.npz"
 # Max |Keras - official| in the official [0, 255] units: measured 4.6e-5 (finest),
@@ -163,7 +163,7 @@ def test_builder_validates_arguments():
 
 @pytest.mark.parametrize("preset", ["paper", "official"])
 def test_train_presets_follow_the_schema(preset):
-    from tfdeblur.losses import MULTISCALE_TERMS
+    from tfdeblur.train.losses import MULTISCALE_TERMS
 
     settings = tfdeblur.get_train_preset("deepdeblur", preset)
     assert settings["optimizer"] == "adam"

@@ -2,7 +2,7 @@
 
 CI runs the model tests under JAX and PyTorch too (``KERAS_BACKEND``): the layers are
 trainable there, not only runnable. A few Adam steps on one tiny batch with the L1 loss
-must lower that batch's loss. On TensorFlow, training is ``tfdeblur.training``'s and is
+must lower that batch's loss. On TensorFlow, training is ``tfdeblur.train.loop``'s and is
 tested in ``tests/test_training.py``.
 """
 

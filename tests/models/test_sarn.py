@@ -225,7 +225,7 @@ def _trained_looking_video_model():
 @pytest.mark.tf_only
 @pytest.mark.parametrize("num_frames", [1, 2, 6])
 def test_streaming_equals_clip_model(num_frames):
-    from tfdeblur.video import stream_deblur
+    from tfdeblur.infer.video import stream_deblur
 
     model = _trained_looking_video_model()
     clip = np.random.default_rng(num_frames).uniform(size=(1, num_frames, 14, 19, 3))
@@ -237,7 +237,7 @@ def test_streaming_equals_clip_model(num_frames):
 
 @pytest.mark.tf_only
 def test_streaming_rejects_frames_of_different_sizes():
-    from tfdeblur.video import stream_deblur
+    from tfdeblur.infer.video import stream_deblur
 
     model = tfdeblur.build_model("sarn_video", "tiny")
     frames = [np.zeros((8, 8, 3), np.float32), np.zeros((8, 12, 3), np.float32)]
@@ -250,8 +250,8 @@ def test_deblur_video_command_end_to_end(tmp_path):
     import imageio.v3 as iio
 
     from tfdeblur.cli import main
-    from tfdeblur.image_io import read_image, write_image
-    from tfdeblur.video import iter_frames
+    from tfdeblur.data.image_io import read_image, write_image
+    from tfdeblur.data.video_io import iter_frames
 
     model = _trained_looking_video_model()
     model_path = tmp_path / "sarn_video.keras"

@@ -24,7 +24,7 @@ def _sizes(text: str) -> list[tuple[int, int]]:
 
 
 def register(subparsers) -> None:
-    from tfdeblur.bench import FORMATS
+    from tfdeblur.evaluate.bench import FORMATS
 
     p = subparsers.add_parser(
         "bench",
@@ -76,7 +76,7 @@ def register(subparsers) -> None:
 
 def run(args: argparse.Namespace) -> int:
     from export.signature import parse_input_size
-    from tfdeblur.bench import BenchConfig, format_table, run_bench
+    from tfdeblur.evaluate.bench import BenchConfig, format_table, run_bench
     from tfdeblur.fileio import write_text_atomic
 
     for name in ("warmup", "runs", "calibration_samples", "lc_steps"):

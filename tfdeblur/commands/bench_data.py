@@ -28,7 +28,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tfdeblur.training import TrainConfig, measure_input_pipeline
+    from tfdeblur.train.loop import TrainConfig, measure_input_pipeline
 
     config = TrainConfig(
         model=args.model,

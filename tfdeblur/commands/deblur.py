@@ -18,8 +18,8 @@ import sys
 
 def tile_argument(value: str):
     """argparse ``type`` of ``--tile`` (here and in ``tfdeblur eval``):
-    :func:`tfdeblur.tiling.parse_tile`, the one tile parser."""
-    from tfdeblur.tiling import parse_tile
+    :func:`tfdeblur.infer.tiling.parse_tile`, the one tile parser."""
+    from tfdeblur.infer.tiling import parse_tile
 
     try:
         return parse_tile(value)
@@ -31,8 +31,8 @@ def tile_argument(value: str):
 
 def add_precision_argument(p: argparse.ArgumentParser) -> None:
     """``--precision {auto,float32,bfloat16}`` (``deblur``, ``deblur-video``, ``eval``,
-    ``bench``): see :mod:`tfdeblur.precision`."""
-    from tfdeblur.precision import PRECISIONS
+    ``bench``): see :mod:`tfdeblur.infer.precision`."""
+    from tfdeblur.infer.precision import PRECISIONS
 
     p.add_argument(
         "--precision", choices=PRECISIONS, default="float32",
@@ -70,11 +70,11 @@ def add_model_arguments(p: argparse.ArgumentParser, model_help: str) -> None:
 
 
 def load_model_runner(args: argparse.Namespace):
-    """The :class:`tfdeblur.inference.Runner` of ``--model``, after checking ``--tile`` and
+    """The :class:`tfdeblur.infer.runners.Runner` of ``--model``, after checking ``--tile`` and
     ``--overlap`` (before the model is loaded); a video network refuses a ``--tile`` (it
     runs on whole frames)."""
-    from tfdeblur.inference import load_runner
-    from tfdeblur.tiling import check_tiling
+    from tfdeblur.infer.runners import load_runner
+    from tfdeblur.infer.tiling import check_tiling
 
     check_tiling(args.tile, args.overlap)
     runner = load_runner(args.model, args.preset, args.threads, precision=args.precision)
@@ -111,7 +111,7 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tfdeblur.deblurring import deblur_files, plan_jobs
+    from tfdeblur.infer.files import deblur_files, plan_jobs
 
     jobs = plan_jobs(args.inputs, args.output, args.image_format, compare=args.compare)
     runner = load_model_runner(args)

@@ -7,10 +7,10 @@ Examples::
     tfdeblur deblur-video frames/ -o sharp.mp4 --fps 30 --model sarn_video.keras
 
 IN is a video file or a folder of frames; OUT is a video file (by its extension) or a
-folder of PNG frames. A front end over :func:`tfdeblur.video.deblur_video`, the function
+folder of PNG frames. A front end over :func:`tfdeblur.infer.video.deblur_video`, the function
 ``tfdeblur deblur`` runs for each video among its inputs, with the same model options
 (:func:`tfdeblur.commands.deblur.add_model_arguments`): a recurrent video network carries
-its state from frame to frame (see :mod:`tfdeblur.video`); an image network runs on each
+its state from frame to frame (see :mod:`tfdeblur.infer.video`); an image network runs on each
 frame. Exit status 0 on success, 1 for a video that ends before the frame count its
 header declares (truncated or damaged), 2 for bad arguments or input.
 """
@@ -48,7 +48,8 @@ def register(subparsers) -> None:
 
 
 def run(args: argparse.Namespace) -> int:
-    from tfdeblur.video import TruncatedVideoError, deblur_video
+    from tfdeblur.data.video_io import TruncatedVideoError
+    from tfdeblur.infer.video import deblur_video
 
     runner = load_model_runner(args)
 

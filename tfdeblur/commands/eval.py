@@ -70,16 +70,16 @@ def _outputs(csv_path: pathlib.Path) -> dict[str, pathlib.Path]:
 
 def run(args: argparse.Namespace) -> int:
     from tfdeblur import data
-    from tfdeblur.evaluate import (
+    from tfdeblur.evaluate.protocol import (
         evaluate,
         paper_table,
         write_record,
         write_sequence_csv,
         write_text,
     )
-    from tfdeblur.inference import load_runner
-    from tfdeblur.registry import list_models
-    from tfdeblur.tiling import check_tiling
+    from tfdeblur.infer.runners import load_runner
+    from tfdeblur.infer.tiling import check_tiling
+    from tfdeblur.models.registry import list_models
 
     tile, _ = check_tiling(args.tile, args.overlap)  # before the data and model are read
     if args.limit is not None and args.limit < 1:

@@ -78,7 +78,7 @@ def default_output(model_spec: str, fmt: str, quantization: str) -> pathlib.Path
 def run(args: argparse.Namespace) -> int:
     import export
     from tfdeblur.fileio import check_output_path, write_text_atomic
-    from tfdeblur.inference import load_model
+    from tfdeblur.infer.runners import load_model
 
     if args.quantization != "none" and args.format != "tflite":
         raise ValueError(f"--quantization applies to --format tflite, not {args.format!r}.")

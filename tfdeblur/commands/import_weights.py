@@ -11,7 +11,7 @@ import argparse
 import pathlib
 import sys
 
-# network -> (name of the importer in tfdeblur.weights, what it reads)
+# network -> (name of the importer in tfdeblur.models.weights, what it reads)
 IMPORTERS = {
     "deepdeblur": (
         "load_deepdeblur_torch",
@@ -48,7 +48,7 @@ def run(args: argparse.Namespace) -> int:
     if not output.parent.resolve().is_dir():
         raise FileNotFoundError(f"--output folder does not exist: {output.parent}")
 
-    import tfdeblur.weights as weights
+    import tfdeblur.models.weights as weights
     from tfdeblur.fileio import atomic_path
 
     loader = getattr(weights, IMPORTERS[args.network][0])

@@ -46,11 +46,11 @@ __all__ = [
 ]
 
 _TF_DATA = {
-    "decode_image": "tfdeblur.data.pipeline",
+    "decode_image": "tfdeblur.data.image_io",
     "eval_dataset": "tfdeblur.data.pipeline",
     "train_dataset": "tfdeblur.data.pipeline",
-    "clip_dataset": "tfdeblur.data.video",
-    "find_clips": "tfdeblur.data.video",
+    "clip_dataset": "tfdeblur.data.clips",
+    "find_clips": "tfdeblur.data.clips",
 }
 
 

@@ -45,7 +45,7 @@ import tempfile
 
 import numpy as np
 
-from tfdeblur import image_io
+from tfdeblur.data import image_io
 
 DEMO_VERSION = 1
 GAMMA = 2.2

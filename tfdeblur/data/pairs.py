@@ -41,10 +41,10 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 
-from tfdeblur import image_io
+from tfdeblur.data import image_io
 
 BLUR_KEYS = ("blur", "blur_gamma")
-#: Extensions of dataset images: :data:`tfdeblur.image_io.DATASET_EXTENSIONS` (the formats
+#: Extensions of dataset images: :data:`tfdeblur.data.image_io.DATASET_EXTENSIONS` (the formats
 #: the ``tf.data`` pipeline decodes).
 IMAGE_EXTENSIONS = image_io.DATASET_EXTENSIONS
 SHARP_KEY = "sharp"
@@ -206,7 +206,7 @@ def _size_pair(min_size) -> tuple[int, int] | None:
 
 def _decode_like_training(path: pathlib.Path) -> None:
     """Decode ``path`` with the training pipeline's own decoder
-    (:func:`tfdeblur.data.pipeline.decode_image`), so a file that passes decodes in
+    (:func:`tfdeblur.data.image_io.decode_image`), so a file that passes decodes in
     training too.
 
     Raises:
@@ -215,7 +215,7 @@ def _decode_like_training(path: pathlib.Path) -> None:
     """
     import tensorflow as tf
 
-    from tfdeblur.data.pipeline import decode_image
+    from tfdeblur.data.image_io import decode_image
 
     try:
         decode_image(tf.constant(path.read_bytes()))
@@ -252,7 +252,7 @@ def _check_pair(pair: ImagePair, min_hw, decode: bool) -> list[str]:
 def validate_pairs(pairs: Sequence[ImagePair], *, min_size=None, decode: bool = False) -> None:
     """Check every pair before a pipeline is built; raise one error listing all problems.
 
-    For each image (see :func:`tfdeblur.image_io.verify_image`): it is a complete PNG or
+    For each image (see :func:`tfdeblur.data.image_io.verify_image`): it is a complete PNG or
     JPEG (a PNG ends with its IEND chunk, a JPEG with its EOI marker), its mode is supported
     (8/16-bit gray, RGB, palette; alpha only if fully opaque); the two images of a pair have
     the same size; with ``min_size``, both sides are at least that large. Headers are read
@@ -297,7 +297,7 @@ def load_pair(pair: ImagePair) -> tuple[np.ndarray, np.ndarray]:
 
     Raises:
         DatasetError: the two images differ in size (names both files).
-        FileNotFoundError / ValueError: from :func:`tfdeblur.image_io.read_image`.
+        FileNotFoundError / ValueError: from :func:`tfdeblur.data.image_io.read_image`.
     """
     blur = image_io.read_image(pair.blur)
     sharp = image_io.read_image(pair.sharp)

@@ -27,7 +27,7 @@ deviation is itself drawn from ``N(0, (2/255)^2)``, then clipping. Readings:
 Decoding happens inside the graph: PNG with ``tf.io.decode_png(channels=3, dtype=uint16)``
 and division by 65535 (exact for 8-bit files too: libpng widens ``v`` to ``257 v`` and
 ``257 v / 65535 == v / 255``), JPEG with ``dct_method="INTEGER_ACCURATE"``, which gives the
-same pixels as Pillow. So the pipeline's numbers equal :func:`tfdeblur.image_io.read_image`'s.
+same pixels as Pillow. So the pipeline's numbers equal :func:`tfdeblur.data.image_io.read_image`'s.
 Grayscale is replicated to RGB and (already verified fully opaque) alpha dropped.
 
 Run :func:`tfdeblur.data.validate_pairs` (with ``min_size=patch_size`` for training) before
@@ -41,12 +41,12 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
+from tfdeblur.data.image_io import decode_image
 from tfdeblur.data.pairs import ImagePair
 
 _AUTOTUNE = tf.data.AUTOTUNE
 _NOISE_SIGMA_STD = 2.0 / 255.0
 _SATURATION_RANGE = (0.5, 1.5)
-_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # np.rot90(x, k) == flips(transpose(x)) with (transpose, flip rows, flip columns) =
 _ROT90_AS_FLIPS = [
     [False, False, False],
@@ -54,30 +54,6 @@ _ROT90_AS_FLIPS = [
     [False, True, True],
     [True, False, True],
 ]
-
-
-def decode_image(contents: tf.Tensor) -> tf.Tensor:
-    """Decode PNG (8/16 bit) or JPEG bytes to float32 ``(H, W, 3)`` in ``[0, 1]``, in graph.
-
-    Args:
-        contents: scalar string tensor, the file's bytes.
-
-    Returns:
-        float32 tensor ``(H, W, 3)``.
-    """
-
-    def png():
-        image = tf.io.decode_png(contents, channels=3, dtype=tf.uint16)
-        return tf.cast(image, tf.float32) / 65535.0
-
-    def jpeg():
-        image = tf.io.decode_jpeg(contents, channels=3, dct_method="INTEGER_ACCURATE")
-        return tf.cast(image, tf.float32) / 255.0
-
-    is_png = tf.equal(tf.strings.substr(contents, 0, len(_PNG_SIGNATURE)), _PNG_SIGNATURE)
-    image = tf.cond(is_png, png, jpeg)
-    image.set_shape([None, None, 3])
-    return image
 
 
 def _read_pair(blur_path: tf.Tensor, sharp_path: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:

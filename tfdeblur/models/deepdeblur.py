@@ -1,7 +1,7 @@
 """DeepDeblur: the multi-scale CNN of Nah, Kim and Lee (CVPR 2017), a.k.a. MS-CNN / MSResNet.
 
 Built to load the weights of the authors' PyTorch code (``SeungjunNah/DeepDeblur-PyTorch``,
-``src/model/MSResNet.py``) unchanged: see :func:`tfdeblur.weights.load_deepdeblur_torch`.
+``src/model/MSResNet.py``) unchanged: see :func:`tfdeblur.models.weights.load_deepdeblur_torch`.
 
 Reference:
     ``../shared/papers/deepdeblur_multiscale_cnn.txt``, sec. 3.1 (architecture, Fig. 3-4),
@@ -15,7 +15,7 @@ import keras
 
 from keras_layers import CropToReference, GaussianPyramid, PixelShuffle, ResBlock
 from tfdeblur.models.recipes import demo_recipe
-from tfdeblur.registry import register_model
+from tfdeblur.models.registry import register_model
 
 # Sec. 3.1: K = 3 scales, 40 convolutions per scale (1 + 19 ResBlocks x 2 + 1), 64 feature
 # maps, 5x5 filters everywhere. 11,721,321 parameters.
@@ -44,7 +44,7 @@ TINY = {
 
 # Sec. 3.2. Eq. 4 (lost in the text extraction; from the published paper):
 #   L_cont = 1 / (2K) * sum_k 1 / (c_k w_k h_k) * ||L_k - S_k||^2,
-# which is ``tfdeblur.losses.multiscale_mse`` (1/(2K) included) at weight 1, in the
+# which is ``tfdeblur.train.losses.multiscale_mse`` (1/(2K) included) at weight 1, in the
 # paper's [-0.5, 0.5] value range (the same differences as our [0, 1] range).
 # "After 3e5 iterations, the learning rate is decreased to 1/10": read as one decay at
 # 3e5 (the released Torch7 code has no schedule; decays were done by hand). Adam betas and

@@ -12,7 +12,7 @@ from collections.abc import Sequence
 import keras
 
 from keras_layers import CropToReference, LCBlock, PadToMultiple, PixelShuffle, ResBlock
-from tfdeblur.registry import register_model
+from tfdeblur.models.registry import register_model
 
 PAPER = {
     "widths": [18, 36, 72],

@@ -23,7 +23,7 @@ from keras_layers import (
     SplitPatches,
 )
 from tfdeblur.models.recipes import demo_recipe
-from tfdeblur.registry import register_model
+from tfdeblur.models.registry import register_model
 
 PAPER = {
     "widths": [32, 64, 128],

@@ -56,7 +56,7 @@ from keras_layers import (
     SelfAttention2D,
 )
 from tfdeblur.models.recipes import demo_recipe
-from tfdeblur.registry import register_model
+from tfdeblur.models.registry import register_model
 
 # The encoder halves the resolution twice; every H x W is padded to a multiple of 4
 # inside the model and cropped back.
@@ -432,7 +432,7 @@ def sarn_video(
     blurry frame and the ConvLSTM state is zero; at its end the missing future frames
     repeat the last blurry frame; estimates are fed back unclamped with their gradients
     (see :class:`keras_layers.FrameRecurrence`). Streaming inference over a video
-    (:mod:`tfdeblur.video`) calls the step network with the same rules and gives the
+    (:mod:`tfdeblur.infer.video`) calls the step network with the same rules and gives the
     same numbers.
 
     Args: as :func:`build_video_step`.

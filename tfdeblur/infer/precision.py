@@ -2,9 +2,9 @@
 
 ``precision`` is one of :data:`PRECISIONS`, the value of ``--precision`` on ``tfdeblur
 deblur``, ``deblur-video``, ``eval`` and ``bench`` (default ``float32``) and of the
-``precision=`` argument of :func:`tfdeblur.deblur`, :func:`tfdeblur.video.deblur_video`,
-:func:`tfdeblur.evaluate.evaluate` and :func:`tfdeblur.inference.load_runner` (default
-None: a given :class:`tfdeblur.inference.Runner` as it is, a loaded model in float32):
+``precision=`` argument of :func:`tfdeblur.deblur`, :func:`tfdeblur.infer.video.deblur_video`,
+:func:`tfdeblur.evaluate.protocol.evaluate` and :func:`tfdeblur.infer.runners.load_runner` (default
+None: a given :class:`tfdeblur.infer.runners.Runner` as it is, a loaded model in float32):
 
 * ``"float32"``: the model as it is.
 * ``"bfloat16"``: a Keras model is rebuilt from its config under Keras' ``mixed_bfloat16``
@@ -134,7 +134,7 @@ def as_bfloat16(model):
     The model is rebuilt from its serialized config with every layer's dtype policy set
     to ``mixed_bfloat16`` (nested models and the step networks of frame recurrences
     included; input layers keep float32 inputs) and its weights are copied. Its outputs
-    are bfloat16: :class:`tfdeblur.inference.KerasRunner` returns them as float32.
+    are bfloat16: :class:`tfdeblur.infer.runners.KerasRunner` returns them as float32.
 
     Raises:
         ValueError: the rebuilt model's weights do not match the original's.

@@ -337,6 +337,31 @@ def read_image(path, *, exif_orientation: bool = False) -> np.ndarray:
     return _decode_pil(data, path, exif_orientation)
 
 
+def decode_image(contents):
+    """Decode PNG (8/16 bit) or JPEG bytes to float32 ``(H, W, 3)`` in ``[0, 1]``, in graph.
+
+    Args:
+        contents: scalar string tensor, the file's bytes.
+
+    Returns:
+        float32 tensor ``(H, W, 3)``.
+    """
+    import tensorflow as tf  # only the tf.data pipelines call this; reading files needs no TF
+
+    def png():
+        image = tf.io.decode_png(contents, channels=3, dtype=tf.uint16)
+        return tf.cast(image, tf.float32) / 65535.0
+
+    def jpeg():
+        image = tf.io.decode_jpeg(contents, channels=3, dct_method="INTEGER_ACCURATE")
+        return tf.cast(image, tf.float32) / 255.0
+
+    is_png = tf.equal(tf.strings.substr(contents, 0, len(PNG_SIGNATURE)), PNG_SIGNATURE)
+    image = tf.cond(is_png, png, jpeg)
+    image.set_shape([None, None, 3])
+    return image
+
+
 _IEND_CHUNK = b"\x00\x00\x00\x00IEND\xaeB`\x82"  # length 0, type, CRC
 
 

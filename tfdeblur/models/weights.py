@@ -200,7 +200,7 @@ def load_deepdeblur_torch(source, model=None):
 
     given_model = model is not None
     if model is None:
-        from tfdeblur.registry import build_model
+        from tfdeblur.models.registry import build_model
 
         config = deepdeblur_config_from_state_dict(state_dict)
         model = build_model("deepdeblur", **config)

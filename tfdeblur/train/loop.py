@@ -2,7 +2,7 @@
 
 ``train.py`` is a thin flag parser over :class:`TrainConfig` and :func:`train`. Every
 registered network trains through this one path with its training preset (see
-``tfdeblur.registry`` and the training-preset schema in :func:`resolve_train_settings`);
+``tfdeblur.models.registry`` and the training-preset schema in :func:`resolve_train_settings`);
 :func:`build_training` is the one place that turns settings into a loss, a generator,
 optimizers, a trainer and a checkpoint (``train`` and :func:`measure_input_pipeline`
 share it).
@@ -38,20 +38,25 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from tfdeblur import cluster as cluster_lib
-from tfdeblur import registry
 from tfdeblur.backend import require_tensorflow
-from tfdeblur.cluster import DEFAULT_CLUSTER_TIMEOUT, SignalGuard, check_tf_config, peer_lost
 from tfdeblur.fileio import atomic_path, check_output_path, write_text_atomic
-from tfdeblur.losses import DEFAULT_PERCEPTUAL_LAYER, MULTISCALE_TERMS, DeblurLoss, bce_with_logits
 from tfdeblur.metrics import psnr, ssim
+from tfdeblur.models import registry
 from tfdeblur.options import (  # noqa: F401
     MIXED_POLICIES,
     STRATEGIES,
     add_device_arguments,
     add_loss_arguments,
 )
-from tfdeblur.run_folder import prepare_run_folder, worker_temp_dir
+from tfdeblur.train import cluster as cluster_lib
+from tfdeblur.train.cluster import DEFAULT_CLUSTER_TIMEOUT, SignalGuard, check_tf_config, peer_lost
+from tfdeblur.train.losses import (
+    DEFAULT_PERCEPTUAL_LAYER,
+    MULTISCALE_TERMS,
+    DeblurLoss,
+    bce_with_logits,
+)
+from tfdeblur.train.run_folder import prepare_run_folder, worker_temp_dir
 
 logger = logging.getLogger(__name__)
 
@@ -109,7 +114,7 @@ def make_strategy(
     logical CPU devices when there is no GPU. ``multi_worker``:
     ``MultiWorkerMirroredStrategy`` configured from ``TF_CONFIG``, waiting at most
     ``cluster_timeout`` seconds for the other tasks
-    (:func:`tfdeblur.cluster.multi_worker_strategy`).
+    (:func:`tfdeblur.train.cluster.multi_worker_strategy`).
     """
     if name not in STRATEGIES:
         raise ValueError(f"--strategy must be one of {STRATEGIES}, got {name!r}.")
@@ -689,7 +694,7 @@ def make_datasets(
 
     ``data == "images"``: random crops of frame pairs; validation on full test frames
     (``max_val_images`` of them, spread evenly over the test split). ``data == "clips"``:
-    random crops of ``clip_length`` consecutive frames (``tfdeblur.data.video``);
+    random crops of ``clip_length`` consecutive frames (``tfdeblur.data.clips``);
     validation on the first ``max_val_images`` test clips with one fixed crop.
 
     A resumed run (``initial_epoch > 0``) skips the ``initial_epoch * steps_per_epoch *
@@ -727,18 +732,18 @@ def make_datasets(
         )
         return train_ds, data_lib.eval_dataset(val_pairs), steps
     if kind == "clips":
-        from tfdeblur.data import video
+        from tfdeblur.data import clips
 
         length = int(settings["clip_length"])
-        train_seqs = video.find_clips(root, "train", blur_key)
-        val_seqs = video.find_clips(root, "test", blur_key)
+        train_seqs = clips.find_clips(root, "train", blur_key)
+        val_seqs = clips.find_clips(root, "test", blur_key)
         train_frames = [p for seq in train_seqs for p in seq]
         data_lib.validate_pairs(train_frames, min_size=patch, decode=decode_check)
         val_frames = [p for seq in val_seqs for p in seq]
         data_lib.validate_pairs(val_frames, min_size=patch, decode=decode_check)
-        windows = len(video.clip_windows(train_seqs, length))
+        windows = len(clips.clip_windows(train_seqs, length))
         steps = settings.get("steps_per_epoch") or max(1, windows // batch_size)
-        train_ds = video.clip_dataset(
+        train_ds = clips.clip_dataset(
             train_seqs,
             length,
             batch_size,
@@ -747,7 +752,7 @@ def make_datasets(
             seed=config.seed,
             skip=initial_epoch * steps * batch_size,
         )
-        val_ds = video.clip_dataset(
+        val_ds = clips.clip_dataset(
             val_seqs, length, 1, patch, flip=False, seed=0, repeat=False, shuffle=False
         )
         return train_ds, val_ds.take(limit) if limit else val_ds, steps
@@ -960,7 +965,7 @@ def train(config: TrainConfig) -> dict[str, Any]:
     """Train ``config.model`` and write checkpoints and ``final.keras`` in ``output_dir``.
 
     Before anything is written: the settings, the run folder (refused when it holds a run
-    unless ``resume`` or ``overwrite``, see :func:`tfdeblur.run_folder.prepare_run_folder`;
+    unless ``resume`` or ``overwrite``, see :func:`tfdeblur.train.run_folder.prepare_run_folder`;
     temporaries of an interrupted run removed) and every image (decoded with the
     pipeline's decoder) are checked. ``history.json`` keeps the untrained validation
     scores and every epoch's logs across resumes; ``summary.json`` reports them.
@@ -973,10 +978,10 @@ def train(config: TrainConfig) -> dict[str, Any]:
         KeyError, ValueError, FileNotFoundError: bad settings, run folder or data, before
             training.
         FloatingPointError: a non-finite training loss (nothing is saved for that epoch).
-        tfdeblur.cluster.ClusterError: a multi-worker cluster that did not form within
+        tfdeblur.train.cluster.ClusterError: a multi-worker cluster that did not form within
             ``cluster_timeout``, or lost a task during training.
     """
-    require_tensorflow("Training (train.py, tfdeblur.training.train)")
+    require_tensorflow("Training (train.py, tfdeblur.train.loop.train)")
     from tfdeblur import data as data_lib
 
     settings = resolve_train_settings(config)
@@ -1255,7 +1260,7 @@ def measure_input_pipeline(config: TrainConfig, steps: int = 20) -> dict[str, fl
     Raises:
         ValueError: ``steps`` is not a positive integer (``--steps``), or bad settings.
     """
-    require_tensorflow("tfdeblur.training.measure_input_pipeline")
+    require_tensorflow("tfdeblur.train.loop.measure_input_pipeline")
     from tfdeblur import data as data_lib
 
     if isinstance(steps, bool) or not isinstance(steps, int) or steps < 1:

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import importlib
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -42,6 +43,17 @@ class ModelSpec:
 
 
 _REGISTRY: dict[str, ModelSpec] = {}
+
+#: The modules that register the built-in networks. The registry imports them on first use
+#: (:func:`_ensure_models_imported`), by name: they import this module to register, so an
+#: import statement here would be a cycle, and importing them eagerly would load Keras for
+#: ``train.py --help``. A new network module goes here and in :data:`CATALOG`.
+NETWORK_MODULES = (
+    "tfdeblur.models.deepdeblur",
+    "tfdeblur.models.lcnet",
+    "tfdeblur.models.saphn",
+    "tfdeblur.models.sarn",
+)
 _CATALOG_CHECKED = False  # set once CATALOG has been compared with the registry
 
 #: What the registry holds, by name only: network -> (model presets, training presets).
@@ -94,16 +106,17 @@ def register_model(
 
 
 def _ensure_models_imported() -> None:
-    # Importing the package registers every network (each module decorates its builder).
+    # Importing a network module registers it (each module decorates its builder).
     global _CATALOG_CHECKED
     if _CATALOG_CHECKED:
         return
-    import tfdeblur.models  # noqa: F401
+    for module in NETWORK_MODULES:
+        importlib.import_module(module)
 
     built_in = builtin_catalog()
     if built_in != CATALOG:
         raise RuntimeError(
-            f"tfdeblur.registry.CATALOG is out of date; tfdeblur.models registers {built_in}."
+            f"tfdeblur.models.registry.CATALOG is out of date; tfdeblur.models registers {built_in}."
         )
     _CATALOG_CHECKED = True
 

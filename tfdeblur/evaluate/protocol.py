@@ -69,19 +69,19 @@ def evaluate(
     """Evaluate a model on ``pairs`` (``tfdeblur.data.ImagePair``).
 
     Args:
-        model: a ``keras.Model``, a :class:`tfdeblur.inference.Runner`, or anything
-            :func:`tfdeblur.inference.load_runner` loads (``.keras``/``.tflite``/``.onnx``
+        model: a ``keras.Model``, a :class:`tfdeblur.infer.runners.Runner`, or anything
+            :func:`tfdeblur.infer.runners.load_runner` loads (``.keras``/``.tflite``/``.onnx``
             file, registry name).
         pairs: image pairs, evaluated in the given order.
         csv_path: where to write one row per image (atomically); optional. Columns
             ``name, sequence, psnr, ssim, ssim_matlab, seconds, psnr_blurry``.
         limit: evaluate the first ``limit`` pairs only.
-        tile: tiled inference (see :func:`tfdeblur.deblurring.run_image`); default one pass.
+        tile: tiled inference (see :func:`tfdeblur.infer.images.run_image`); default one pass.
         overlap: tile overlap.
         quantize: round outputs to 8 bits before scoring (what a saved PNG holds).
         progress: called as ``progress(done, total, row)`` after each image.
         precision: ``"float32"``, ``"bfloat16"`` or ``"auto"`` for Keras models (see
-            :mod:`tfdeblur.precision`); None (default): a given Runner as it is, anything
+            :mod:`tfdeblur.infer.precision`); None (default): a given Runner as it is, anything
             else in float32.
 
     Returns:
@@ -89,9 +89,9 @@ def evaluate(
         ``"count"``, and ``"sequences"``: ``{sequence: {metric means..., "count"}}``.
     """
     from tfdeblur.data import load_pair
-    from tfdeblur.deblurring import run_image
-    from tfdeblur.inference import load_runner
-    from tfdeblur.tiling import check_tiling
+    from tfdeblur.infer.images import run_image
+    from tfdeblur.infer.runners import load_runner
+    from tfdeblur.infer.tiling import check_tiling
 
     check_tiling(tile, overlap)  # before the model is loaded
     runner = load_runner(model, precision=precision)
@@ -104,7 +104,7 @@ def evaluate(
         blur, sharp = load_pair(pair)
         if not warmed:
             # Twice: a Keras runner's first call of a shape is eager, its second traces
-            # its graph (see tfdeblur.inference.KerasRunner); the timed calls run the graph.
+            # its graph (see tfdeblur.infer.runners.KerasRunner); the timed calls run the graph.
             run_image(runner, blur, tile, overlap)
             run_image(runner, blur, tile, overlap)
             warmed = True

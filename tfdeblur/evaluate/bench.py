@@ -17,10 +17,10 @@ Methods:
   input quantized inside the timed call) on a file converted for that input size
   (``input_size``, how a phone app deploys it; XNNPACK runs the whole static graph), the
   dynamic-shape file's time kept as ``latency_ms_dynamic_shape``, ``onnx``
-  ``InferenceSession.run`` (providers of :func:`tfdeblur.inference.onnx_providers`: CUDA
-  if installed, else CPU). Every format runs through its :mod:`tfdeblur.inference`
+  ``InferenceSession.run`` (providers of :func:`tfdeblur.infer.runners.onnx_providers`: CUDA
+  if installed, else CPU). Every format runs through its :mod:`tfdeblur.infer.runners`
   runner's ``run_batch``, the code deployment and export verification run. Threads:
-  every core this process may use (:func:`tfdeblur.inference.default_num_threads`)
+  every core this process may use (:func:`tfdeblur.infer.runners.default_num_threads`)
   unless ``threads``.
   Video networks run a clip of 3 frames; their latency and GFLOPs are per frame.
 * GFLOPs: counted per operator of the float32 TFLite graph converted with the static
@@ -230,14 +230,14 @@ def _input(model, size, clip_length: int, seed: int = 0) -> np.ndarray:
 def _timer(fmt: str, model, path, x: np.ndarray, threads, precision: str = "float32"):
     """A zero-argument callable running one synchronised inference of ``x``.
 
-    The artifact runs through its :mod:`tfdeblur.inference` runner's ``run_batch``, the
+    The artifact runs through its :mod:`tfdeblur.infer.runners` runner's ``run_batch``, the
     code export verification and ``tfdeblur deblur`` run: the call returns a NumPy array,
     so the output is in host memory when the clock stops, and the time includes what an
     application pays per frame (quantizing an int8 model's input, copying it in and
     out). ``keras`` times the in-memory model in graph mode (traced on the first call,
     a warm-up call), in ``precision`` (``"float32"`` or ``"bfloat16"``).
     """
-    from tfdeblur.inference import KerasRunner, load_runner
+    from tfdeblur.infer.runners import KerasRunner, load_runner
 
     backend, _ = _label(fmt)
     if backend == "keras":
@@ -369,7 +369,7 @@ def machine_info() -> dict:
     """Where the numbers come from: platform, cores, threads the runners use, versions."""
     import tensorflow as tf
 
-    from tfdeblur.inference import default_num_threads
+    from tfdeblur.infer.runners import default_num_threads
 
     info = {
         "platform": platform.platform(),
@@ -386,7 +386,7 @@ def machine_info() -> dict:
         except Exception:  # noqa: BLE001 - optional packages
             info[module] = None
     try:
-        from tfdeblur.inference import onnx_providers
+        from tfdeblur.infer.runners import onnx_providers
 
         info["onnx_providers"] = onnx_providers()
     except ImportError:  # onnxruntime not installed
@@ -421,8 +421,8 @@ def bench_model(spec: str, config: BenchConfig, directory: pathlib.Path) -> dict
     """Benchmark one model (registry name or ``.keras`` file) in every format."""
     import export
     from export.verify import CLIP_LENGTH, load_image_pairs
-    from tfdeblur.inference import load_model
-    from tfdeblur.precision import resolve_precision
+    from tfdeblur.infer.precision import resolve_precision
+    from tfdeblur.infer.runners import load_model
 
     model = load_model(spec, config.preset)
     precision = resolve_precision(config.precision, model.name)
@@ -548,7 +548,7 @@ def precision_comparison(model, images, config: BenchConfig) -> dict:
     images (clipped to [0, 1], the first verification image centre-cropped to the first
     benchmark size)."""
     from export.signature import as_model_input
-    from tfdeblur.inference import KerasRunner
+    from tfdeblur.infer.runners import KerasRunner
     from tfdeblur.metrics import psnr
 
     runners = {p: KerasRunner(model, eager_first_call=False, precision=p) for p in PRECISION_PAIR}
@@ -581,8 +581,8 @@ def network_ratios(size=(256, 256), warmup: int = 2, runs: int = 5) -> dict:
     against DeepDeblur's paper preset: Keras graph mode, float32, batch 1, ``size``,
     the three timed in turn. Ratios > 1: the other network is faster than LCNet.
     """
-    from tfdeblur import registry
-    from tfdeblur.inference import KerasRunner
+    from tfdeblur.infer.runners import KerasRunner
+    from tfdeblur.models import registry
 
     models = {
         "lcnet": registry.build_model("lcnet", "paper"),
@@ -632,7 +632,7 @@ def _targets(artifacts: list[dict]) -> dict:
 
 def run_bench(config: BenchConfig, artifacts_dir=None) -> dict:
     """Run the benchmark; artifacts go to ``artifacts_dir`` (a temporary folder if None)."""
-    from tfdeblur.precision import check_precision
+    from tfdeblur.infer.precision import check_precision
 
     check_precision(config.precision)
     for fmt in config.formats:

@@ -47,7 +47,7 @@ every overlap is at least ``overlap``. ``overlap <= tile / 2`` keeps the cross-f
 tile's two sides apart.
 
 **Fixed-shape models** (exported with ``--input-size HxW``) can only run on that shape:
-:func:`tfdeblur.deblurring.run_image` tiles every other image with the fixed shape as the
+:func:`tfdeblur.infer.images.run_image` tiles every other image with the fixed shape as the
 tile (``pad_to_tile=True`` here: an image smaller than the tile is zero-padded up to it).
 
 Memory: the network sees one ``T x T`` tile at a time; besides it, the (padded) input,
@@ -162,7 +162,7 @@ def model_multiple(runner) -> int:
     """The multiple tile starts must be on for ``runner``'s network (module docstring).
 
     Args:
-        runner: a :class:`tfdeblur.inference.Runner` or any ``image -> image`` callable.
+        runner: a :class:`tfdeblur.infer.runners.Runner` or any ``image -> image`` callable.
 
     Returns:
         For a Keras model (``runner.model``): the least common multiple of the
@@ -285,7 +285,7 @@ def deblur_tiled(
 
     Args:
         runner: ``(h, w, C)`` float32 -> ``(h, w, C_out)`` (e.g. from
-            :func:`tfdeblur.inference.load_runner`); it is always called with tiles of
+            :func:`tfdeblur.infer.runners.load_runner`); it is always called with tiles of
             one shape.
         image: ``(H, W, C)`` float image.
         tile: tile side in pixels, or ``(height, width)``.
@@ -408,7 +408,7 @@ def estimate_bytes_per_pixel(runner) -> int:
     """Working memory per input pixel of one network call, in bytes.
 
     The runner's own estimate (``runner.bytes_per_pixel``, see
-    :func:`tfdeblur.inference.load_runner`) when it has one, else
+    :func:`tfdeblur.infer.runners.load_runner`) when it has one, else
     :data:`DEFAULT_BYTES_PER_PIXEL`. For Keras models the estimate is
     ``2 x 4 bytes x`` the number of float32 activation values per input pixel summed over
     every layer output (measured symbolically at 64 x 64): all activations alive at once,

@@ -32,6 +32,7 @@ from collections.abc import Sequence
 
 import tensorflow as tf
 
+from tfdeblur.data.image_io import decode_image
 from tfdeblur.data.pairs import (
     BLUR_KEYS,
     IMAGE_EXTENSIONS,
@@ -39,7 +40,6 @@ from tfdeblur.data.pairs import (
     ImagePair,
     natural_key,
 )
-from tfdeblur.data.pipeline import decode_image
 
 LAYOUTS = ("auto", "gopro", "dvd")
 _DVD_BLUR, _DVD_SHARP = "input", "GT"

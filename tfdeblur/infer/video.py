@@ -2,13 +2,13 @@
 
 Python::
 
-    import tfdeblur.video as video
+    import tfdeblur.infer.video as video
     video.deblur_video("runs/sarn_video/final.keras", "shaky.mp4", "steady.mp4")
     video.deblur_video(model, "frames/", "sharp_frames/")            # folders of frames
 
 Command line: ``tfdeblur deblur-video IN -o OUT --model sarn_video.keras``
 (:mod:`tfdeblur.commands.deblur_video`), and the videos among the inputs of
-``tfdeblur deblur`` (:mod:`tfdeblur.commands.deblur`, :func:`tfdeblur.deblurring.deblur_files`):
+``tfdeblur deblur`` (:mod:`tfdeblur.commands.deblur`, :func:`tfdeblur.infer.files.deblur_files`):
 both call :func:`deblur_video`.
 
 A recurrent video network (one with a :class:`keras_layers.FrameRecurrence` layer, i.e.
@@ -18,14 +18,14 @@ of ``num_future`` frames, under the rules of the clip model (zero initial state,
 frame standing in for missing past estimates, the last frame for missing future frames),
 so the outputs are the clip model's outputs on the whole video while only
 ``num_future + 1`` input frames and ``num_past`` estimates are held. An image network runs
-on each frame, tiled when asked (:func:`tfdeblur.deblurring.run_image`), from a ``.keras``,
+on each frame, tiled when asked (:func:`tfdeblur.infer.images.run_image`), from a ``.keras``,
 ``.tflite`` or ``.onnx`` file; a video network streams from its ``.keras`` file only.
 
 Conventions:
 
 * Frames are float32 RGB in ``[0, 1]``: a video's 8-bit frames ``v / 255`` (read with
   ``imageio``'s ffmpeg plugin, audio ignored), a folder's images as
-  :func:`tfdeblur.image_io.read_image` reads them (files ordered by name, digit runs
+  :func:`tfdeblur.data.image_io.read_image` reads them (files ordered by name, digit runs
   compared as numbers).
 * Outputs are clamped and rounded once, when written. A folder gets 8-bit PNGs named after
   the input frames (``frame_000001.png``... for a video input). A video file keeps the
@@ -39,7 +39,6 @@ Conventions:
 from __future__ import annotations
 
 import collections
-import contextlib
 import pathlib
 import time
 import weakref
@@ -47,134 +46,19 @@ from collections.abc import Callable, Iterable, Iterator
 
 import numpy as np
 
-from tfdeblur.data.pairs import natural_key
-from tfdeblur.fileio import atomic_path, check_output_path
-from tfdeblur.image_io import READ_EXTENSIONS, read_image, write_image
-
-#: Extensions treated as video files.
-VIDEO_EXTENSIONS = (".mp4", ".mov", ".avi", ".mkv", ".webm", ".m4v")
-#: Extensions of frames in a folder: every image :func:`tfdeblur.image_io.read_image`
-#: reads (:data:`tfdeblur.image_io.READ_EXTENSIONS`).
-FRAME_EXTENSIONS = READ_EXTENSIONS
-#: Frame rate of a video made from a folder of frames, unless one is given.
-DEFAULT_FPS = 24.0
-#: Default H.264 constant rate factor (visually lossless for most content).
-VIDEO_CRF = 16
-
-
-# ---------------------------------------------------------------------------------------
-# Reading
-# ---------------------------------------------------------------------------------------
-
-
-def is_video_file(path) -> bool:
-    """True when ``path``'s extension is a video container's (:data:`VIDEO_EXTENSIONS`)."""
-    return pathlib.Path(path).suffix.lower() in VIDEO_EXTENSIONS
-
-
-def list_frames(folder) -> list[pathlib.Path]:
-    """The frame files of a folder in order (natural sort of the names).
-
-    Raises:
-        FileNotFoundError: ``folder`` is not a directory.
-        ValueError: it holds no frames.
-    """
-    folder = pathlib.Path(folder)
-    if not folder.is_dir():
-        raise FileNotFoundError(f"Frame folder {str(folder)!r} is not a directory.")
-    frames = [
-        p
-        for p in folder.iterdir()
-        if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in FRAME_EXTENSIONS
-    ]
-    if not frames:
-        raise ValueError(
-            f"Frame folder {str(folder)!r} holds no frames ({', '.join(FRAME_EXTENSIONS)})."
-        )
-    return sorted(frames, key=lambda p: natural_key(p.name))
-
-
-class TruncatedVideoError(ValueError):
-    """A video gave fewer frames than its header declares (a cut or damaged file)."""
-
-
-_FFMPEG_BANNER = ("ffmpeg version", "built with", "configuration:", "lib", "=== stderr ===")
-
-
-def _ffmpeg_reason(err: BaseException) -> str:
-    """imageio-ffmpeg's error without ffmpeg's version banner (which it quotes in full):
-    its first line, and the last line ffmpeg printed about the file."""
-    lines = [line.strip() for line in str(err).splitlines() if line.strip()]
-    if not lines:
-        return type(err).__name__
-    details = [line for line in lines[1:] if not line.startswith(_FFMPEG_BANNER)]
-    return lines[0] + (f" ({details[-1]})" if details else "")
-
-
-def _video_header(path) -> tuple[float, int | None]:
-    """(frame rate, declared frame count or None) of a video file.
-
-    The count is the header's frame count where it has one, else its duration times its
-    frame rate (what ffmpeg reports for MP4/MKV), rounded.
-
-    Raises:
-        ValueError: unreadable file or no frame rate.
-    """
-    import imageio.v3 as iio
-
-    try:
-        meta = iio.immeta(str(path), plugin="FFMPEG")
-    except Exception as err:  # imageio/ffmpeg raise OSError, RuntimeError, IndexError, ...
-        raise ValueError(f"Cannot read video {str(path)!r}: {_ffmpeg_reason(err)}") from None
-    fps = meta.get("fps")
-    if not fps or not np.isfinite(fps):
-        raise ValueError(f"Video {str(path)!r} has no frame rate in its header.")
-    total = meta.get("nframes")
-    duration = meta.get("duration")
-    if not (isinstance(total, (int, float)) and np.isfinite(total)):
-        valid = isinstance(duration, (int, float)) and np.isfinite(duration) and duration > 0
-        total = round(duration * fps) if valid else None
-    return float(fps), None if total is None else int(total)
-
-
-def check_frame_count(path, read: int, declared: int | None) -> None:
-    """Raise :class:`TruncatedVideoError` when ``read`` frames fall short of the
-    ``declared`` count by more than rounding (one frame, or 1% of long videos)."""
-    if declared and declared - read > max(1, declared // 100):
-        raise TruncatedVideoError(
-            f"Video {str(path)!r} is truncated or damaged: its header declares {declared} "
-            f"frames but only {read} could be decoded"
-        )
-
-
-def iter_frames(source) -> Iterator[tuple[str, np.ndarray]]:
-    """``(name, frame)`` for every frame of a video file or a folder of frames.
-
-    Frames are float32 ``(H, W, 3)`` in ``[0, 1]``; names are the file names for a folder
-    and ``frame_NNNNNN.png`` (from 1) for a video.
-
-    Raises:
-        FileNotFoundError: ``source`` does not exist.
-        ValueError: unreadable video or image, or a folder without frames.
-    """
-    source = pathlib.Path(source)
-    if source.is_dir():
-        for path in list_frames(source):
-            yield path.name, read_image(path)
-        return
-    if not source.is_file():
-        raise FileNotFoundError(f"Video input {str(source)!r} does not exist.")
-    import imageio.v3 as iio
-
-    try:
-        for index, frame in enumerate(iio.imiter(str(source), plugin="FFMPEG"), start=1):
-            frame = np.asarray(frame)
-            if frame.ndim == 2:
-                frame = np.repeat(frame[..., None], 3, axis=-1)
-            yield f"frame_{index:06d}.png", frame[..., :3].astype(np.float32) / np.float32(255)
-    except Exception as err:  # imageio/ffmpeg raise OSError, RuntimeError, IndexError, ...
-        raise ValueError(f"Cannot decode video {str(source)!r}: {_ffmpeg_reason(err)}") from None
-
+from tfdeblur.data.image_io import write_image
+from tfdeblur.data.video_io import (
+    DEFAULT_FPS,
+    TruncatedVideoError,
+    check_frame_count,
+    frame_writer,
+    is_video_file,
+    iter_frames,
+    list_frames,
+    video_header,
+)
+from tfdeblur.fileio import check_output_path
+from tfdeblur.infer.images import compare_path, run_image
 
 # ---------------------------------------------------------------------------------------
 # Streaming
@@ -268,9 +152,9 @@ def stream_video_model(model, frames: Iterable[np.ndarray]) -> Iterator[np.ndarr
 
 def _as_runner(model, precision: str | None = None):
     """``model`` (a Runner, ``keras.Model``, model file or registry name) as a Runner that
-    can deblur a video, in ``precision`` (see :mod:`tfdeblur.precision`): a video network
+    can deblur a video, in ``precision`` (see :mod:`tfdeblur.infer.precision`): a video network
     must be a Keras model to stream."""
-    from tfdeblur.inference import load_runner
+    from tfdeblur.infer.runners import load_runner
 
     runner = load_runner(model, precision=precision)
     if runner.is_video and runner.kind != "keras":
@@ -309,20 +193,20 @@ def stream_deblur(
 
     A recurrent video network streams with its recurrence (:func:`stream_video_model`,
     equal to its clip model on the whole sequence); an image network runs on each frame
-    (:func:`tfdeblur.deblurring.run_image`, tiled when ``tile`` is set). Every frame must
+    (:func:`tfdeblur.infer.images.run_image`, tiled when ``tile`` is set). Every frame must
     have the size of the first.
 
     Args:
         model: ``sarn_video`` (or any Keras model with a
             :class:`keras_layers.FrameRecurrence` layer), or an image network: a
-            ``keras.Model``, a :class:`tfdeblur.inference.Runner`, or what
-            :func:`tfdeblur.inference.load_runner` loads.
+            ``keras.Model``, a :class:`tfdeblur.infer.runners.Runner`, or what
+            :func:`tfdeblur.infer.runners.load_runner` loads.
         frames: float32 ``(H, W, 3)`` frames in ``[0, 1]``.
         tile: tile side for image networks (None, int or ``"auto"``); video networks run
             on whole frames.
         overlap: tile overlap.
         precision: ``"float32"``, ``"bfloat16"`` or ``"auto"`` for Keras models (see
-            :mod:`tfdeblur.precision`); None (default): a given Runner as it is, anything
+            :mod:`tfdeblur.infer.precision`); None (default): a given Runner as it is, anything
             else in float32.
 
     Raises:
@@ -332,79 +216,13 @@ def stream_deblur(
     """
     from tfdeblur.backend import require_tensorflow
 
-    require_tensorflow("tfdeblur.video.stream_deblur")
+    require_tensorflow("tfdeblur.infer.video.stream_deblur")
     runner = _as_runner(model, precision)
     if runner.is_video:
         yield from stream_video_model(runner.model, _checked_frames(frames))
         return
-    from tfdeblur.deblurring import run_image
-
     for frame in _checked_frames(frames):
         yield run_image(runner, frame, tile, overlap)
-
-
-# ---------------------------------------------------------------------------------------
-# Writing
-# ---------------------------------------------------------------------------------------
-
-
-def _writer_options(path, codec: str | None, height: int, width: int) -> dict:
-    """imageio-ffmpeg writer options: codec, pixel format, quality (module docstring)."""
-    if codec == "lossless":
-        return {"codec": "libx264rgb", "pixelformat": "rgb24", "output_params": ["-crf", "0"]}
-    # 4:2:0 chroma needs even sides; odd-sized frames are written 4:4:4 instead.
-    chroma = "yuv420p" if height % 2 == 0 and width % 2 == 0 else "yuv444p"
-    if codec is None and pathlib.Path(path).suffix.lower() == ".webm":
-        return {
-            "codec": "libvpx-vp9",
-            "pixelformat": chroma,
-            "output_params": ["-crf", "24", "-b:v", "0"],
-        }
-    codec = codec or "libx264"
-    if codec != "libx264":
-        return {"codec": codec}
-    return {"codec": codec, "pixelformat": chroma, "output_params": ["-crf", str(VIDEO_CRF)]}
-
-
-def _to_uint8(image: np.ndarray) -> np.ndarray:
-    return np.rint(np.clip(image, 0.0, 1.0) * 255.0).astype(np.uint8)
-
-
-@contextlib.contextmanager
-def _frame_writer(target: pathlib.Path, fps: float, codec: str | None, height: int, width: int):
-    """A ``write(image, name)`` function for the frames of one output, as a context.
-
-    A video file is encoded into a temporary file of :func:`tfdeblur.fileio.atomic_path`
-    (same suffix, so ffmpeg picks the container) that becomes ``target`` only when the
-    context exits without an error; after an error ffmpeg is stopped and nothing is left.
-    A folder (created here) gets one atomic 8-bit PNG per frame, named after the input
-    frame.
-    """
-    if not is_video_file(target):
-        target.mkdir(parents=True, exist_ok=True)
-        yield lambda image, name: write_image(target / (pathlib.Path(name).stem + ".png"), image)
-        return
-    import imageio.v2 as imageio
-
-    with atomic_path(target) as tmp:
-        writer = imageio.get_writer(
-            str(tmp),
-            format="FFMPEG",
-            fps=fps,
-            quality=None,
-            macro_block_size=1,
-            ffmpeg_log_level="error",
-            **_writer_options(target, codec, height, width),
-        )
-        try:
-            yield lambda image, name: writer.append_data(_to_uint8(image))
-        except BaseException:
-            try:
-                writer.close()
-            except Exception:  # noqa: BLE001 - already failing; keep the first error
-                pass
-            raise
-        writer.close()  # flushes the file before atomic_path moves it into place
 
 
 def deblur_video(
@@ -426,7 +244,7 @@ def deblur_video(
     (:data:`VIDEO_EXTENSIONS`), else a folder (created if missing).
 
     Args:
-        model: a Keras model, a :class:`tfdeblur.inference.Runner`, a model file or a
+        model: a Keras model, a :class:`tfdeblur.infer.runners.Runner`, a model file or a
             registry name (see :func:`stream_deblur`).
         source: video file or folder of frames.
         target: output video file or folder; never the input itself.
@@ -436,10 +254,10 @@ def deblur_video(
         tile: tile for image networks (None, int or ``"auto"``).
         overlap: tile overlap.
         compare: also write the comparison image of the middle frame
-            (:func:`tfdeblur.deblurring.compare_path` of ``target``).
+            (:func:`tfdeblur.infer.images.compare_path` of ``target``).
         on_frame: called as ``on_frame(done, total_or_None)`` after each frame.
         precision: ``"float32"``, ``"bfloat16"`` or ``"auto"`` for Keras models (see
-            :mod:`tfdeblur.precision`); None (default): a given Runner as it is, anything
+            :mod:`tfdeblur.infer.precision`); None (default): a given Runner as it is, anything
             else in float32.
 
     Returns:
@@ -472,8 +290,6 @@ def deblur_video(
                 f"would all be written to one PNG in {str(target)!r}; rename them."
             )
     if compare:
-        from tfdeblur.deblurring import compare_path
-
         if compare_path(target).resolve() in {p.resolve() for p in inputs}:
             raise ValueError(
                 f"The comparison image {str(compare_path(target))!r} would overwrite an "
@@ -484,7 +300,7 @@ def deblur_video(
         total = len(inputs)
         fps = DEFAULT_FPS if fps is None else fps
     else:
-        header_fps, total = _video_header(source)
+        header_fps, total = video_header(source)
         fps = header_fps if fps is None else fps
 
     # Inputs wait here until their output comes (the stream looks ahead); decoding time
@@ -518,7 +334,7 @@ def deblur_video(
     if out is None:
         raise ValueError(f"Video input {str(source)!r} has no frames.")
     count, middle = 0, None
-    with _frame_writer(target, fps, codec, *out.shape[:2]) as write:
+    with frame_writer(target, fps, codec, *out.shape[:2]) as write:
         while out is not None:
             name, frame = pending.popleft()
             write(out, name)
@@ -539,8 +355,7 @@ def deblur_video(
                 )
                 raise TruncatedVideoError(f"{err}{kept}.") from None
     if compare and middle is not None:
-        from tfdeblur.compare import comparison_image
-        from tfdeblur.deblurring import compare_path
+        from tfdeblur.infer.compare import comparison_image
 
         write_image(compare_path(target), comparison_image(*middle))
     return {"frames": count, "fps": float(fps), "seconds": seconds, "target": str(target)}

@@ -6,7 +6,7 @@ A :class:`Runner` wraps a model in one of the :data:`FORMATS` and runs it two wa
   in ``[0, 1]`` -> the network's unclamped float32 output in the same layout. Export
   verification (:func:`export.verify`) and ``tfdeblur bench`` call this.
 * ``runner(image)``: one ``(H, W, 3)`` image -> ``(H, W, 3)``; deblurring, tiling and
-  evaluation (:mod:`tfdeblur.deblurring`) call this.
+  evaluation (:mod:`tfdeblur.infer.images`) call this.
 
 Formats (:func:`detect_format` tells them apart, :func:`load_runner` loads any of them):
 
@@ -31,7 +31,7 @@ Rules shared by every caller:
   uses a GPU when it finds one.
 * Quantized TFLite inputs and outputs are mapped with the scale and zero point the
   interpreter reports (:func:`quantize_input`, :func:`dequantize_output`).
-* Precision (:mod:`tfdeblur.precision`): ``load_runner(..., precision=)`` runs a Keras
+* Precision (:mod:`tfdeblur.infer.precision`): ``load_runner(..., precision=)`` runs a Keras
   model in float32 (default) or under ``mixed_bfloat16`` (``runner.precision`` says which;
   outputs are float32 either way); other formats run as exported and refuse ``bfloat16``.
 * A model with a fixed input size (exported with ``input_size``/``--input-size``) raises
@@ -142,14 +142,14 @@ def load_model(spec: str | os.PathLike, preset: str | None = None) -> keras.Mode
         KeyError: ``spec`` is neither a file nor a registered network.
     """
     import tfdeblur  # noqa: F401  (registers the custom layers)
-    from tfdeblur import registry
+    from tfdeblur.models import registry
 
     path = pathlib.Path(spec).expanduser()
     fmt = format_from_suffix(path)
     if fmt not in (None, "keras"):
         raise ValueError(
             f"{str(spec)!r} is a {fmt} file; a Keras model is read from a .keras file "
-            f"(tfdeblur.inference.load_runner runs {fmt} files)."
+            f"(tfdeblur.infer.runners.load_runner runs {fmt} files)."
         )
     if fmt == "keras" or os.sep in str(spec):
         if not path.is_file():
@@ -225,7 +225,7 @@ class Runner(abc.ABC):
     """A loaded model: ``run_batch`` on model inputs, ``__call__`` on one image.
 
     A video network (input ``(B, T, H, W, 3)``) is run on a one-frame clip by
-    ``__call__``; videos go through :mod:`tfdeblur.deblurring`, which uses its recurrent
+    ``__call__``; videos go through :mod:`tfdeblur.infer.images`, which uses its recurrent
     path.
 
     Attributes:
@@ -237,7 +237,7 @@ class Runner(abc.ABC):
         path: the model file or directory, None for in-memory models.
         input_size: ``(H, W)`` of a fixed-size model, None when any size runs.
         precision: ``"float32"``, or ``"bfloat16"`` for a Keras model run under
-            ``mixed_bfloat16`` (see :mod:`tfdeblur.precision`).
+            ``mixed_bfloat16`` (see :mod:`tfdeblur.infer.precision`).
     """
 
     kind = "keras"
@@ -293,7 +293,7 @@ class Runner(abc.ABC):
 
     @property
     def bytes_per_pixel(self) -> int | None:
-        """Estimated working memory per input pixel (see :mod:`tfdeblur.tiling`), or None."""
+        """Estimated working memory per input pixel (see :mod:`tfdeblur.infer.tiling`), or None."""
         return None
 
     def _label(self) -> str:
@@ -332,7 +332,7 @@ class KerasRunner(Runner):
             warm-up calls then absorb the trace).
         path: the ``.keras`` file the model came from, if any.
         precision: ``"float32"`` (default) or ``"bfloat16"``: the model is run as a copy
-            rebuilt under ``mixed_bfloat16`` (:func:`tfdeblur.precision.as_bfloat16`);
+            rebuilt under ``mixed_bfloat16`` (:func:`tfdeblur.infer.precision.as_bfloat16`);
             ``runner.model`` is that copy.
     """
 
@@ -348,7 +348,7 @@ class KerasRunner(Runner):
         path=None,
         precision: str = "float32",
     ):
-        from tfdeblur.precision import as_bfloat16, check_precision
+        from tfdeblur.infer.precision import as_bfloat16, check_precision
 
         if check_precision(precision) == "auto":
             raise ValueError(
@@ -635,7 +635,7 @@ def load_runner(
             :func:`tflite_interpreter`).
         providers: ONNX only: execution providers (default :func:`onnx_providers`).
         precision: ``"float32"``, ``"bfloat16"`` or ``"auto"`` (see
-            :mod:`tfdeblur.precision`): a Keras model runs under ``mixed_bfloat16`` for
+            :mod:`tfdeblur.infer.precision`): a Keras model runs under ``mixed_bfloat16`` for
             ``"bfloat16"`` (and for ``"auto"`` where that is faster); other formats run
             as exported and refuse ``"bfloat16"``. None (default): a given
             :class:`Runner` as it is, anything else in float32.
@@ -646,7 +646,7 @@ def load_runner(
             one, or ``bfloat16`` is asked of a non-Keras model; the message names it.
         KeyError: ``spec`` is neither a file nor a registered network.
     """
-    from tfdeblur.precision import check_precision
+    from tfdeblur.infer.precision import check_precision
 
     if precision is not None:
         check_precision(precision)
@@ -655,7 +655,7 @@ def load_runner(
 
 
 def with_precision(runner: Runner, precision: str | None) -> Runner:
-    """``runner`` in ``precision`` (see :mod:`tfdeblur.precision`): itself when it already
+    """``runner`` in ``precision`` (see :mod:`tfdeblur.infer.precision`): itself when it already
     runs so, when ``precision`` is None, or when ``"auto"`` resolves to its own; else a
     new :class:`KerasRunner` of its model in that precision.
 
@@ -663,7 +663,7 @@ def with_precision(runner: Runner, precision: str | None) -> Runner:
         ValueError: ``"bfloat16"`` for a non-Keras runner, naming its file; ``"float32"``
             for a runner already in bfloat16 (load the model again).
     """
-    from tfdeblur.precision import check_format, resolve_precision
+    from tfdeblur.infer.precision import check_format, resolve_precision
 
     if precision is None:
         return runner
