@@ -27,6 +27,8 @@ from typing import Any
 
 import keras
 
+from tfdeblur.models.registry import config_dicts
+
 EXPORT_OVERRIDES_ATTR = "EXPORT_OVERRIDES"
 
 
@@ -56,23 +58,16 @@ def _resolve_class(entry: dict):
 
 def _rewrite(node, switches: list[LayerSwitch]) -> None:
     """Apply EXPORT_OVERRIDES in place to every serialized layer under ``node``."""
-    if isinstance(node, list):
-        for item in node:
-            _rewrite(item, switches)
-        return
-    if not isinstance(node, dict):
-        return
-    config = node.get("config")
-    if "class_name" in node and isinstance(config, dict):
-        cls = _resolve_class(node)
-        overrides = getattr(cls, EXPORT_OVERRIDES_ATTR, None) or {}
+    for item in config_dicts(node):
+        config = item.get("config")
+        if "class_name" not in item or not isinstance(config, dict):
+            continue
+        overrides = getattr(_resolve_class(item), EXPORT_OVERRIDES_ATTR, None) or {}
         for key, value in overrides.items():
             if key in config and config[key] != value:
-                name = config.get("name", node.get("class_name"))
-                switches.append(LayerSwitch(name, node["class_name"], key, config[key], value))
+                name = config.get("name", item.get("class_name"))
+                switches.append(LayerSwitch(name, item["class_name"], key, config[key], value))
                 config[key] = value
-    for value in node.values():
-        _rewrite(value, switches)
 
 
 def prepare_for_export(model, *, verbose: bool = False):

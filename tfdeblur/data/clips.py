@@ -26,7 +26,6 @@ frame of a clip and for the blurry and the sharp clip alike.
 
 from __future__ import annotations
 
-import os
 import pathlib
 from collections.abc import Sequence
 
@@ -34,12 +33,13 @@ import tensorflow as tf
 
 from tfdeblur.data.image_io import decode_image
 from tfdeblur.data.pairs import (
-    BLUR_KEYS,
     IMAGE_EXTENSIONS,
     DatasetError,
     ImagePair,
+    check_dataset_args,
     natural_key,
 )
+from tfdeblur.data.pipeline import random_crop_origin
 
 LAYOUTS = ("auto", "gopro", "dvd")
 _DVD_BLUR, _DVD_SHARP = "input", "GT"
@@ -102,14 +102,7 @@ def find_clips(
     """
     if layout not in LAYOUTS:
         raise ValueError(f"layout must be one of {LAYOUTS}, got {layout!r}.")
-    if blur_key not in BLUR_KEYS:
-        raise ValueError(f"blur_key must be one of {BLUR_KEYS}, got {blur_key!r}.")
-    if not split or split in (".", "..") or "/" in split or os.sep in split:
-        raise ValueError(f"split must be a folder name such as 'train' or 'test', got {split!r}.")
-    root = pathlib.Path(root).expanduser()
-    if not root.is_dir():
-        what = "is not a directory" if root.exists() else "does not exist"
-        raise FileNotFoundError(f"Dataset root {str(root)!r} {what}.")
+    root = check_dataset_args(root, split, blur_key)
 
     base = root / split if (root / split).is_dir() else root
     folders = _subdirs(base)
@@ -177,18 +170,9 @@ def _crop_and_flip(blur, sharp, seed, clip_length: int, patch_size: int, flip: b
     """One random crop + flips shared by all frames of both clips ``(T, H, W, 3)``."""
     seeds = tf.random.experimental.stateless_split(seed, num=4)
     height, width = tf.shape(blur)[1], tf.shape(blur)[2]
-    check = tf.debugging.assert_greater_equal(
-        tf.minimum(height, width),
-        patch_size,
-        message=f"frames smaller than patch_size={patch_size}",
+    top, left = random_crop_origin(
+        seeds, height, width, patch_size, f"frames smaller than patch_size={patch_size}"
     )
-    with tf.control_dependencies([check]):
-        top = tf.random.stateless_uniform(
-            [], seeds[0], minval=0, maxval=height - patch_size + 1, dtype=tf.int32
-        )
-        left = tf.random.stateless_uniform(
-            [], seeds[1], minval=0, maxval=width - patch_size + 1, dtype=tf.int32
-        )
     both = tf.concat([blur, sharp], axis=-1)[:, top : top + patch_size, left : left + patch_size, :]
     if flip:
         vertical = tf.random.stateless_uniform([], seeds[2]) < 0.5

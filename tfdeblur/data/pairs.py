@@ -107,21 +107,43 @@ def _pair_folder(folder: pathlib.Path, blur_key: str, prefix: str) -> list[Image
             f"Folder {str(blur_dir)!r} contains no images ({', '.join(IMAGE_EXTENSIONS)}); "
             f"{_listing(blur_dir)}."
         )
-    orphans = sorted(set(blurs) - set(sharps))
-    if orphans:
-        raise DatasetError(
-            f"Blurry image {str(blurs[orphans[0]])!r} has no sharp twin "
-            f"{str(sharp_dir / orphans[0])!r}"
-            + (f" ({len(orphans)} blurry images lack their twin)." if len(orphans) > 1 else ".")
-        )
-    widows = sorted(set(sharps) - set(blurs))
-    if widows:
-        raise DatasetError(
-            f"Sharp image {str(sharps[widows[0]])!r} has no blurry twin "
-            f"{str(blur_dir / widows[0])!r}"
-            + (f" ({len(widows)} sharp images lack their twin)." if len(widows) > 1 else ".")
-        )
+    _check_twins(blurs, sharps, sharp_dir, "Blurry", "sharp")
+    _check_twins(sharps, blurs, blur_dir, "Sharp", "blurry")
     return [ImagePair(blurs[n], sharps[n], prefix + n) for n in sorted(blurs)]
+
+
+def check_dataset_args(root, split: str, blur_key: str) -> pathlib.Path:
+    """``root`` as a path, after checking ``blur_key``, ``split`` and that ``root`` is a
+    folder (shared by :func:`find_pairs` and :func:`tfdeblur.data.clips.find_clips`).
+
+    Raises:
+        ValueError: bad ``blur_key`` or ``split``.
+        FileNotFoundError: ``root`` is not a directory.
+    """
+    if blur_key not in BLUR_KEYS:
+        raise ValueError(f"blur_key must be one of {BLUR_KEYS}, got {blur_key!r}.")
+    if not split or split in (".", "..") or "/" in split or os.sep in split:
+        raise ValueError(f"split must be a folder name such as 'train' or 'test', got {split!r}.")
+    root = pathlib.Path(root).expanduser()
+    if not root.is_dir():
+        what = "is not a directory" if root.exists() else "does not exist"
+        raise FileNotFoundError(f"Dataset root {str(root)!r} {what}.")
+    return root
+
+
+def _check_twins(images: dict, others: dict, other_dir: pathlib.Path, kind: str, other: str):
+    """Raise :class:`DatasetError` naming the first of ``images`` without a twin in ``others``."""
+    lonely = sorted(set(images) - set(others))
+    if lonely:
+        raise DatasetError(
+            f"{kind} image {str(images[lonely[0]])!r} has no {other} twin "
+            f"{str(other_dir / lonely[0])!r}"
+            + (
+                f" ({len(lonely)} {kind.lower()} images lack their twin)."
+                if len(lonely) > 1
+                else "."
+            )
+        )
 
 
 def find_pairs(root, split: str = "train", blur_key: str = "blur") -> list[ImagePair]:
@@ -149,14 +171,7 @@ def find_pairs(root, split: str = "train", blur_key: str = "blur") -> list[Image
         DatasetError: empty folders, missing ``blur``/``sharp`` folders, a blurry image
             without its sharp twin or vice versa; the message names the file or folder.
     """
-    if blur_key not in BLUR_KEYS:
-        raise ValueError(f"blur_key must be one of {BLUR_KEYS}, got {blur_key!r}.")
-    if not split or split in (".", "..") or "/" in split or os.sep in split:
-        raise ValueError(f"split must be a folder name such as 'train' or 'test', got {split!r}.")
-    root = pathlib.Path(root).expanduser()
-    if not root.is_dir():
-        what = "is not a directory" if root.exists() else "does not exist"
-        raise FileNotFoundError(f"Dataset root {str(root)!r} {what}.")
+    root = check_dataset_args(root, split, blur_key)
 
     split_dir = root / split
     if split_dir.is_dir():

@@ -56,6 +56,23 @@ _ROT90_AS_FLIPS = [
 ]
 
 
+def random_crop_origin(seeds, height, width, patch_size: int, message: str):
+    """Top-left corner ``(top, left)`` of a random ``patch_size`` square, from the stateless
+    ``seeds[0]`` and ``seeds[1]``; asserts first that the image is large enough (``message``).
+    Shared by the pair and the clip pipelines (:mod:`tfdeblur.data.clips`)."""
+    check = tf.debugging.assert_greater_equal(
+        tf.minimum(height, width), patch_size, message=message
+    )
+    with tf.control_dependencies([check]):
+        top = tf.random.stateless_uniform(
+            [], seeds[0], minval=0, maxval=height - patch_size + 1, dtype=tf.int32
+        )
+        left = tf.random.stateless_uniform(
+            [], seeds[1], minval=0, maxval=width - patch_size + 1, dtype=tf.int32
+        )
+    return top, left
+
+
 def _read_pair(blur_path: tf.Tensor, sharp_path: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
     blur = decode_image(tf.io.read_file(blur_path))
     sharp = decode_image(tf.io.read_file(sharp_path))
@@ -99,18 +116,13 @@ def _augment(
     """One random training patch of a pair; ``seed`` is an int64 ``[2]`` stateless seed."""
     seeds = tf.random.experimental.stateless_split(seed, num=9)
     height, width = tf.shape(blur)[0], tf.shape(blur)[1]
-    check = tf.debugging.assert_greater_equal(
-        tf.minimum(height, width),
+    top, left = random_crop_origin(
+        seeds,
+        height,
+        width,
         patch_size,
-        message=f"image smaller than patch_size={patch_size} (run validate_pairs(min_size=...))",
+        f"image smaller than patch_size={patch_size} (run validate_pairs(min_size=...))",
     )
-    with tf.control_dependencies([check]):
-        top = tf.random.stateless_uniform(
-            [], seeds[0], minval=0, maxval=height - patch_size + 1, dtype=tf.int32
-        )
-        left = tf.random.stateless_uniform(
-            [], seeds[1], minval=0, maxval=width - patch_size + 1, dtype=tf.int32
-        )
     # Both images as one 6-channel tensor, so every geometric op is shared by construction.
     both = tf.concat([blur, sharp], axis=-1)[top : top + patch_size, left : left + patch_size, :]
 

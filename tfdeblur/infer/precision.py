@@ -115,17 +115,12 @@ def check_format(precision: str, kind: str, label: str) -> None:
 
 def _set_policy(node, policy: str) -> None:
     """Every serialized layer dtype policy under ``node`` set to ``policy``, in place."""
-    if isinstance(node, list):
-        for item in node:
-            _set_policy(item, policy)
-        return
-    if not isinstance(node, dict):
-        return
-    dtype = node.get("dtype")
-    if isinstance(dtype, dict) and "Policy" in str(dtype.get("class_name", "")):
-        node["dtype"] = {**dtype, "config": {**dtype.get("config", {}), "name": policy}}
-    for value in node.values():
-        _set_policy(value, policy)
+    from tfdeblur.models.registry import config_dicts
+
+    for item in config_dicts(node):
+        dtype = item.get("dtype")
+        if isinstance(dtype, dict) and "Policy" in str(dtype.get("class_name", "")):
+            item["dtype"] = {**dtype, "config": {**dtype.get("config", {}), "name": policy}}
 
 
 def as_bfloat16(model):

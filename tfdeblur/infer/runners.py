@@ -42,6 +42,7 @@ Rules shared by every caller:
 from __future__ import annotations
 
 import abc
+import importlib
 import os
 import pathlib
 import warnings
@@ -462,6 +463,17 @@ def dequantize_output(y: np.ndarray, detail: dict) -> np.ndarray:
     return ((y.astype(np.float32) - zero_point) * scale).astype(np.float32)
 
 
+def _import_runtime(module: str, suffix: str, what: str):
+    """Import the runtime of ``suffix`` files, or fail saying which package to install."""
+    try:
+        return importlib.import_module(module)
+    except ImportError as err:  # pragma: no cover - depends on the installation
+        package = "ai-edge-litert" if module.startswith("ai_edge_litert") else module
+        raise ImportError(
+            f"Running {suffix} models needs {what}: pip install {package} (or 'tfdeblur[export]')."
+        ) from err
+
+
 def tflite_interpreter(path_or_bytes, num_threads=None, default_delegates: bool = True):
     """A LiteRT interpreter (``ai_edge_litert``) of a ``.tflite`` file or its bytes.
 
@@ -472,13 +484,8 @@ def tflite_interpreter(path_or_bytes, num_threads=None, default_delegates: bool 
             ``False`` runs the reference kernels, which tells a delegate bug from a
             conversion bug (used by export verification's diagnosis).
     """
-    try:
-        from ai_edge_litert.interpreter import Interpreter, OpResolverType
-    except ImportError as err:  # pragma: no cover - depends on the installation
-        raise ImportError(
-            "Running .tflite models needs the LiteRT interpreter: pip install ai-edge-litert "
-            "(or 'tfdeblur[export]')."
-        ) from err
+    litert = _import_runtime("ai_edge_litert.interpreter", ".tflite", "the LiteRT interpreter")
+    Interpreter, OpResolverType = litert.Interpreter, litert.OpResolverType
     kwargs = {"num_threads": int(num_threads or default_num_threads())}
     if not default_delegates:
         kwargs["experimental_op_resolver_type"] = OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES
@@ -545,13 +552,7 @@ class OnnxRunner(Runner):
     kind = "onnx"
 
     def __init__(self, path, num_threads: int | None = None, *, providers=None):
-        try:
-            import onnxruntime as ort
-        except ImportError as err:  # pragma: no cover - depends on the installation
-            raise ImportError(
-                "Running .onnx models needs onnxruntime: pip install onnxruntime "
-                "(or 'tfdeblur[export]')."
-            ) from err
+        ort = _import_runtime("onnxruntime", ".onnx", "onnxruntime")
         path = pathlib.Path(path)
         options = ort.SessionOptions()
         options.intra_op_num_threads = int(num_threads or default_num_threads())

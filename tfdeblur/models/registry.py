@@ -208,3 +208,18 @@ def get_train_preset(name: str, preset: str = "paper") -> dict[str, Any]:
             f"Training presets: {', '.join(sorted(spec.train_presets)) or 'none'}."
         )
     return copy.deepcopy(dict(spec.train_presets[preset]))
+
+
+def config_dicts(node):
+    """Every dict of a serialized Keras config tree (``model.get_config()``, nested lists and
+    dicts to any depth), each before the dicts inside it: for the passes that rewrite a
+    saved network's layer configs in place (the exporters' ``EXPORT_OVERRIDES``, the
+    bfloat16 dtype policies). Changing a visited dict's values is safe; adding keys is not.
+    """
+    if isinstance(node, list):
+        for item in node:
+            yield from config_dicts(item)
+    elif isinstance(node, dict):
+        yield node
+        for value in node.values():
+            yield from config_dicts(value)
