@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import keras
 
-from keras_layers.initializers import fresh_initializer
+from keras_layers.initializers import sublayer_conv
 
 
 def residual_convs(layer, input_shape):
@@ -28,14 +28,7 @@ def residual_convs(layer, input_shape):
     if channels is None:
         raise ValueError(f"{type(layer).__name__} needs a known channel count, got {input_shape}.")
     convs = tuple(
-        keras.layers.Conv2D(
-            channels,
-            layer.kernel_size,
-            padding="same",
-            kernel_initializer=fresh_initializer(layer.kernel_initializer),
-            dtype=layer.dtype_policy,
-            name=name,
-        )
+        sublayer_conv(layer, channels, layer.kernel_size, name, padding="same")
         for name in ("conv1", "conv2")
     )
     for conv in convs:
