@@ -12,36 +12,23 @@ the fastest).
 
 from __future__ import annotations
 
-from export.result import ExportResult, check_output_path, write_verified
+from export.result import ExportResult, check_output_path, finish_export
 
 
-def keras_file(
-    model,
-    path,
-    *,
-    verify: bool = True,
-    images=None,
-    crop=None,
-    verbose: bool = True,
-) -> ExportResult:
+def keras_file(model, path, **verification) -> ExportResult:
     """Save ``model`` as a ``.keras`` file and verify the reloaded model.
 
     Args:
         model: a Keras model.
         path: output file, ending with ``.keras`` (lower case: Keras refuses other
             suffixes); an existing file is replaced once the new one is verified.
-        verify: reload it with ``keras.models.load_model(path, safe_mode=True)``, run it on
-            ``images`` and raise :class:`export.ExportVerificationError` if it disagrees
-            (an existing file at ``path`` is then left as it was).
-        images: verification images (see :func:`export.verify.load_image_pairs`).
-        crop: ``(H, W)`` centre crop of the verification images.
-        verbose: print what was written and the verification summary.
+        **verification: ``verify``, ``images``, ``crop`` and ``verbose``, as
+            :func:`export.result.finish_export` takes them: reload the file with
+            ``keras.models.load_model(path, safe_mode=True)`` and check it on the
+            verification images (default True), centre-cropped, and print a summary.
 
     Returns:
         :class:`export.ExportResult`.
     """
     path = check_output_path(path, "keras")
-    return write_verified(
-        model, path, model.save, "keras",
-        verify_images=images, do_verify=verify, verbose=verbose, crop=crop,
-    )  # fmt: skip
+    return finish_export(model, path, model.save, "keras", **verification)

@@ -32,7 +32,7 @@ import os
 import numpy as np
 
 from export.prepare import prepare_for_export
-from export.result import ExportResult, check_output_path, write_verified
+from export.result import ExportResult, check_output_path, finish_export
 from export.signature import input_signature, parse_input_size, serving_function
 
 DEFAULT_OPSET = 17
@@ -117,10 +117,8 @@ def onnx(
     opset: int = DEFAULT_OPSET,
     *,
     input_size=None,
-    verify: bool = True,
-    images=None,
-    crop=None,
     verbose: bool = True,
+    **verification,
 ) -> ExportResult:
     """Export ``model`` to ONNX and verify it with onnxruntime.
 
@@ -131,12 +129,12 @@ def onnx(
         opset: ONNX opset. Default 17.
         input_size: ``(H, W)`` to fix the spatial size; None (default) keeps batch, H
             and W dynamic.
-        verify: run the file with onnxruntime on ``images`` and raise
-            :class:`export.ExportVerificationError` if it disagrees with Keras (an
-            existing file at ``path`` is then left as it was).
-        images: verification images (see :func:`export.verify.load_image_pairs`).
-        crop: ``(H, W)`` centre crop of the verification images (``input_size`` if set).
-        verbose: print switched layers, what was written and the verification summary.
+        verbose: print switched layers, the conversion, what was written and the
+            verification summary.
+        **verification: ``verify``, ``images`` and ``crop`` (``input_size`` if None),
+            as :func:`export.result.finish_export` takes them: check the file with
+            onnxruntime against Keras on the verification images (default True),
+            centre-cropped.
 
     Returns:
         :class:`export.ExportResult`.
@@ -154,7 +152,7 @@ def onnx(
             print(f"export: converting {model.name!r} to ONNX (tf2onnx, opset {opset}) ...")
         _convert(tf2onnx, serving_function(prepared, spec), spec, opset, str(tmp))
 
-    return write_verified(
+    return finish_export(
         model, path, write, "onnx", "none", switches,
-        verify_images=images, do_verify=verify, verbose=verbose, crop=crop or input_size,
+        input_size=input_size, verbose=verbose, **verification,
     )  # fmt: skip

@@ -1,4 +1,4 @@
-"""What every exporter returns, and the write-verify-replace step they share."""
+"""What every exporter returns, and the write-verify-replace step that finishes each."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import pathlib
 from collections.abc import Callable
 
 from export.prepare import LayerSwitch
-from export.verify import VerificationReport, verify
+from export.verify import VerificationReport
+from export.verify import verify as verify_artifact
 from tfdeblur.fileio import atomic_path
 from tfdeblur.infer.runners import check_suffix
 
@@ -52,7 +53,7 @@ class ExportResult:
         }
 
 
-def write_verified(
+def finish_export(
     model,
     path,
     write: Callable[[pathlib.Path], None],
@@ -61,18 +62,24 @@ def write_verified(
     switches=(),
     *,
     directory: bool = False,
-    verify_images=None,
-    do_verify: bool = True,
-    verbose: bool = True,
+    input_size=None,
+    verify: bool = True,
+    images=None,
     crop=None,
+    verbose: bool = True,
 ) -> ExportResult:
-    """Write an artifact beside ``path``, verify it there, and only then move it into place.
+    """The last step of every exporter: write the artifact beside ``path``, verify it
+    there, and only then move it into place.
 
     ``write(tmp)`` writes the artifact at ``tmp``, a temporary path beside ``path`` with
     the same suffix (see :func:`tfdeblur.fileio.atomic_path`). Verification runs on
     ``tmp``; only an artifact that passes replaces ``path``, so a failed export
     (:class:`export.ExportVerificationError`, or any error while writing) leaves what was
     at ``path`` as it was, e.g. a good earlier export.
+
+    The keywords from ``verify`` on are those every exporter (:func:`export.keras_file`,
+    :func:`export.saved_model`, :func:`export.onnx`, :func:`export.tflite`) takes and
+    passes on as they are.
 
     Args:
         model: the Keras model the artifact comes from (verification's reference).
@@ -82,10 +89,17 @@ def write_verified(
         quantization: TFLite quantization, ``none`` elsewhere.
         switches: layers switched to their export formulation.
         directory: the artifact is a directory (SavedModel).
-        verify_images: verification images (see :func:`export.verify.load_image_pairs`).
-        do_verify: verify (else the artifact is moved into place unchecked).
+        input_size: the export's fixed ``(H, W)``, if any: the default ``crop``.
+        verify: run the artifact (in its own runtime: Keras, ``tf.saved_model.load``,
+            onnxruntime, the LiteRT interpreter) on ``images`` and raise
+            :class:`export.ExportVerificationError` if it disagrees with Keras beyond
+            the tolerance of its format and quantization (an existing artifact at
+            ``path`` is then left as it was). False moves it into place unchecked.
+        images: verification images (see :func:`export.verify.load_image_pairs`;
+            default the demo dataset's test split).
+        crop: ``(H, W)`` centre crop of the verification images (``input_size`` if
+            None).
         verbose: print the verification summary and what was written.
-        crop: ``(H, W)`` centre crop of the verification images.
 
     Returns:
         :class:`ExportResult` with the final ``path``.
@@ -95,14 +109,14 @@ def write_verified(
     with atomic_path(path, directory=directory) as tmp:
         write(tmp)
         size = artifact_size(tmp)
-        if do_verify:
-            report = verify(
+        if verify:
+            report = verify_artifact(
                 model,
                 tmp,
-                verify_images,
+                images,
                 format=format,
                 quantization=quantization,
-                crop=crop,
+                crop=crop or input_size,
                 verbose=verbose,
                 report_path=path,
             )

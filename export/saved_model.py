@@ -14,7 +14,7 @@ import pathlib
 
 import tensorflow as tf
 
-from export.result import ExportResult, write_verified
+from export.result import ExportResult, finish_export
 from export.signature import input_signature, parse_input_size, serving_function
 
 
@@ -60,17 +60,8 @@ def check_replaceable(directory) -> pathlib.Path:
     return directory
 
 
-def saved_model(
-    model,
-    directory,
-    *,
-    input_size=None,
-    verify: bool = True,
-    images=None,
-    crop=None,
-    verbose: bool = True,
-) -> ExportResult:
-    """Export ``model`` as a SavedModel and verify it.
+def saved_model(model, directory, *, input_size=None, **verification) -> ExportResult:
+    """Export ``model`` as a SavedModel and verify it with ``tf.saved_model.load``.
 
     Args:
         model: a Keras model (one float32 image or clip input).
@@ -79,13 +70,10 @@ def saved_model(
             non-empty directory is refused (see :func:`check_replaceable`).
         input_size: ``(H, W)`` to fix the spatial size; None (default) keeps batch, H and
             W dynamic.
-        verify: run the artifact with ``tf.saved_model.load`` on ``images`` and raise
-            :class:`export.ExportVerificationError` if it disagrees with Keras (an
-            existing SavedModel at ``directory`` is then left as it was).
-        images: verification images (see :func:`export.verify.load_image_pairs`; default
-            the demo dataset's test split).
-        crop: ``(H, W)`` centre crop of the verification images.
-        verbose: print what was written and the verification summary.
+        **verification: ``verify``, ``images``, ``crop`` (``input_size`` if None) and
+            ``verbose``, as :func:`export.result.finish_export` takes them: verify the
+            artifact in its runtime (default True) on the verification images (default
+            the demo dataset's test split), centre-cropped, and print a summary.
 
     Returns:
         :class:`export.ExportResult`.
@@ -101,7 +89,7 @@ def saved_model(
     def write(tmp):
         tf.saved_model.save(module, str(tmp), signatures={"serving_default": module.serve})
 
-    return write_verified(
-        model, directory, write, "saved_model", directory=True,
-        verify_images=images, do_verify=verify, verbose=verbose, crop=crop or input_size,
+    return finish_export(
+        model, directory, write, "saved_model", directory=True, input_size=input_size,
+        **verification,
     )  # fmt: skip

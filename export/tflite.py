@@ -71,7 +71,7 @@ import numpy as np
 import tensorflow as tf
 
 from export.prepare import prepare_for_export
-from export.result import ExportResult, check_output_path, write_verified
+from export.result import ExportResult, check_output_path, finish_export
 from export.signature import input_signature, model_input, parse_input_size, serving_function
 from tfdeblur.fileio import write_bytes_synced
 
@@ -427,10 +427,8 @@ def tflite(
     io_type: str = "uint8",
     num_calibration_samples: int = DEFAULT_CALIBRATION_SAMPLES,
     calibration_patch_size: int = DEFAULT_CALIBRATION_PATCH,
-    verify: bool = True,
-    images=None,
-    crop=None,
     verbose: bool = True,
+    **verification,
 ) -> ExportResult:
     """Export ``model`` to a builtin-ops-only ``.tflite`` file and verify it.
 
@@ -450,13 +448,12 @@ def tflite(
         calibration_patch_size: side of the calibration crops taken from a dataset
             folder for dynamic-size models (fixed-size ones calibrate on crops of
             ``input_size``). Default 256.
-        verify: run the file with the LiteRT interpreter on ``images`` and raise
-            :class:`export.ExportVerificationError` if it disagrees with Keras beyond the
-            tolerance of its quantization (an existing file at ``path`` is then left as
-            it was).
-        images: verification images (see :func:`export.verify.load_image_pairs`).
-        crop: ``(H, W)`` centre crop of the verification images (``input_size`` if set).
-        verbose: print switched layers, what was written and the verification summary.
+        verbose: print switched layers, the conversion, what was written and the
+            verification summary.
+        **verification: ``verify``, ``images`` and ``crop`` (``input_size`` if None),
+            as :func:`export.result.finish_export` takes them: check the file with the
+            LiteRT interpreter against Keras, within the tolerance of its quantization,
+            on the verification images (default True), centre-cropped.
 
     Returns:
         :class:`export.ExportResult`.
@@ -481,8 +478,7 @@ def tflite(
         calibration_patch_size=calibration_patch_size,
         frozen=frozen,
     )
-    return write_verified(
+    return finish_export(
         model, path, lambda tmp: write_bytes_synced(tmp, content), "tflite", quantization,
-        switches, verify_images=images, do_verify=verify, verbose=verbose,
-        crop=crop or input_size,
+        switches, input_size=input_size, verbose=verbose, **verification,
     )  # fmt: skip

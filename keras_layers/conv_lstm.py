@@ -21,7 +21,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_layers.initializers import fresh_initializer
+from keras_layers.initializers import sublayer_conv
 
 
 @keras.saving.register_keras_serializable(package="tfdeblur")
@@ -78,24 +78,16 @@ class ConvLSTMCell2D(keras.layers.Layer):
                     f"state {name} must have filters={self.filters} channels, got {shape}."
                 )
         f = self.filters
-        self.input_conv = keras.layers.Conv2D(
-            4 * f,
-            self.kernel_size,
-            padding="same",
-            kernel_initializer=fresh_initializer(self.kernel_initializer),
-            bias_initializer=keras.initializers.Constant([0.0] * f + [1.0] * f + [0.0] * 2 * f),
-            dtype=self.dtype_policy,
-            name="input_conv",
-        )
-        self.recurrent_conv = keras.layers.Conv2D(
-            4 * f,
-            self.kernel_size,
-            padding="same",
-            use_bias=False,
-            kernel_initializer=fresh_initializer(self.recurrent_initializer),
-            dtype=self.dtype_policy,
-            name="recurrent_conv",
-        )
+        # Forget-gate bias 1 (gate order i, f, g, o).
+        forget_one = keras.initializers.Constant([0.0] * f + [1.0] * f + [0.0] * 2 * f)
+        self.input_conv = sublayer_conv(
+            self, 4 * f, self.kernel_size, "input_conv",
+            padding="same", bias_initializer=forget_one,
+        )  # fmt: skip
+        self.recurrent_conv = sublayer_conv(
+            self, 4 * f, self.kernel_size, "recurrent_conv", self.recurrent_initializer,
+            padding="same", use_bias=False,
+        )  # fmt: skip
         self.input_conv.build(x_shape)
         self.recurrent_conv.build(x_shape[:-1] + (f,))
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_layers.initializers import fresh_initializer
+from keras_layers.initializers import fresh_initializer, sublayer_conv
 
 
 def _pair(value, name: str) -> tuple[int, int]:
@@ -347,14 +347,7 @@ class DRM(keras.layers.Layer):
         channels = input_shape[-1]
         if channels is None:
             raise ValueError(f"DRM needs a known channel count, got {input_shape}.")
-        self.conv = keras.layers.Conv2D(
-            channels,
-            self.kernel_size,
-            padding="same",
-            kernel_initializer=fresh_initializer(self.kernel_initializer),
-            dtype=self.dtype_policy,
-            name="conv",
-        )
+        self.conv = sublayer_conv(self, channels, self.kernel_size, "conv", padding="same")
         self.deform = DeformableConv2D(
             channels,
             self.kernel_size,

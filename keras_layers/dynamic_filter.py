@@ -12,7 +12,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_layers.initializers import fresh_initializer
+from keras_layers.initializers import fresh_initializer, sublayer_conv
 
 
 def _kernel_layout(kernel_shape, adaptive_shape, channels):
@@ -185,15 +185,10 @@ class DynamicFilter(keras.layers.Layer):
         k = self.kernel_size
         self.meta_hidden = None
         if self.meta_filters is not None:
-            self.meta_hidden = keras.layers.Conv2D(
-                self.meta_filters,
-                self.meta_kernel_size,
-                padding="same",
-                activation="relu",
-                kernel_initializer=fresh_initializer(self.kernel_initializer),
-                dtype=self.dtype_policy,
-                name="meta_hidden",
-            )
+            self.meta_hidden = sublayer_conv(
+                self, self.meta_filters, self.meta_kernel_size, "meta_hidden",
+                padding="same", activation="relu",
+            )  # fmt: skip
             self.meta_hidden.build(input_shape)
         self.meta_kernel = keras.layers.Conv2D(
             k * k * (channels if self.per_channel_kernel else 1),

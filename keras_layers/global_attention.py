@@ -18,7 +18,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_layers.initializers import fresh_initializer
+from keras_layers.initializers import sublayer_conv
 
 
 def _flatten(features):
@@ -215,14 +215,7 @@ class GlobalAttention(keras.layers.Layer):
             raise ValueError(f"GlobalAttention needs known channel counts, got {input_shape}.")
 
         def conv(filters, name, bias_initializer="zeros"):
-            return keras.layers.Conv2D(
-                filters,
-                1,
-                kernel_initializer=fresh_initializer(self.kernel_initializer),
-                bias_initializer=bias_initializer,
-                dtype=self.dtype_policy,
-                name=name,
-            )
+            return sublayer_conv(self, filters, 1, name, bias_initializer=bias_initializer)
 
         self.selection_conv = conv(self.attention_maps, "f_p")
         self.gather_conv = conv(self.attention_maps, "f_q")

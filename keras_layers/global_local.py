@@ -10,11 +10,13 @@ Reference:
 
 from __future__ import annotations
 
+import inspect
+
 import keras
 
 from keras_layers.dynamic_filter import DynamicFilter
 from keras_layers.global_attention import GlobalAttention
-from keras_layers.initializers import fresh_initializer
+from keras_layers.res_block import residual_convs
 
 
 @keras.saving.register_keras_serializable(package="tfdeblur")
@@ -120,9 +122,9 @@ class GlobalLocalModule(keras.layers.Layer):
     def compute_output_shape(self, input_shape):
         return self._split_shapes(input_shape)[0]
 
-    def get_config(self):
+    def options(self):
+        """The module's arguments (its config less the base layer's), in signature order."""
         return {
-            **super().get_config(),
             "attention_maps": self.attention_maps,
             "filter_size": self.filter_size,
             "meta_filters": self.meta_filters,
@@ -131,6 +133,9 @@ class GlobalLocalModule(keras.layers.Layer):
             "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
             "meta_kernel_size": self.meta_kernel_size,
         }
+
+    def get_config(self):
+        return {**super().get_config(), **self.options()}
 
 
 @keras.saving.register_keras_serializable(package="tfdeblur")
@@ -147,66 +152,31 @@ class GlobalLocalResBlock(keras.layers.Layer):
 
     Args:
         kernel_size: int, kernel of the two convolutions. Default 3 (DMPHN).
-        attention_maps, filter_size, meta_filters, cross_attention, per_channel_kernel:
-            see :class:`GlobalLocalModule`.
-        kernel_initializer: initializer of all convolutions. Default ``"glorot_uniform"``.
-        meta_kernel_size: see :class:`GlobalLocalModule`. Default 3.
+        attention_maps, filter_size, meta_filters, cross_attention, per_channel_kernel,
+        kernel_initializer, meta_kernel_size: the module's arguments, in this order
+            after ``kernel_size`` or by name, with its defaults (see
+            :class:`GlobalLocalModule`); the initializer also serves the two convolutions.
     """
 
-    def __init__(
-        self,
-        kernel_size=3,
-        attention_maps=128,
-        filter_size=5,
-        meta_filters=128,
-        cross_attention=False,
-        per_channel_kernel=False,
-        kernel_initializer="glorot_uniform",
-        meta_kernel_size=3,
-        **kwargs,
-    ):
+    def __init__(self, kernel_size=3, *module_args, **kwargs):
+        # The module's arguments (positional after kernel_size, or by name) go to the
+        # module, the rest to the base layer.
+        names = inspect.signature(GlobalLocalModule.__init__).parameters
+        module_kwargs = {k: kwargs.pop(k) for k in list(kwargs) if k in names and k != "self"}
         super().__init__(**kwargs)
         if not isinstance(kernel_size, int) or kernel_size < 1:
             raise ValueError(f"kernel_size must be a positive integer, got {kernel_size!r}.")
         self.kernel_size = kernel_size
-        self.attention_maps = attention_maps
-        self.filter_size = filter_size
-        self.meta_filters = meta_filters
-        self.meta_kernel_size = meta_kernel_size
-        self.cross_attention = bool(cross_attention)
-        self.per_channel_kernel = bool(per_channel_kernel)
-        self.kernel_initializer = keras.initializers.get(kernel_initializer)
         self.global_local = GlobalLocalModule(
-            attention_maps,
-            filter_size,
-            meta_filters,
-            self.cross_attention,
-            per_channel_kernel,
-            self.kernel_initializer,
-            meta_kernel_size,
-            dtype=self.dtype_policy,
-            name="global_local",
+            *module_args, **module_kwargs, dtype=self.dtype_policy, name="global_local"
         )
+        self.cross_attention = self.global_local.cross_attention
+        self.kernel_initializer = self.global_local.kernel_initializer
         self.act = keras.layers.ReLU(dtype=self.dtype_policy, name="act")
 
     def build(self, input_shape):
         x_shape = tuple(input_shape[0] if self.cross_attention else input_shape)
-        channels = x_shape[-1]
-        if channels is None:
-            raise ValueError(f"GlobalLocalResBlock needs a known channel count, got {input_shape}.")
-        self.conv1, self.conv2 = (
-            keras.layers.Conv2D(
-                channels,
-                self.kernel_size,
-                padding="same",
-                kernel_initializer=fresh_initializer(self.kernel_initializer),
-                dtype=self.dtype_policy,
-                name=name,
-            )
-            for name in ("conv1", "conv2")
-        )
-        self.conv1.build(x_shape)
-        self.conv2.build(x_shape)
+        self.conv1, self.conv2 = residual_convs(self, x_shape)
         if self.cross_attention:
             self.global_local.build([x_shape, tuple(input_shape[1])])
         else:
@@ -228,11 +198,5 @@ class GlobalLocalResBlock(keras.layers.Layer):
         return {
             **super().get_config(),
             "kernel_size": self.kernel_size,
-            "attention_maps": self.attention_maps,
-            "filter_size": self.filter_size,
-            "meta_filters": self.meta_filters,
-            "cross_attention": self.cross_attention,
-            "per_channel_kernel": self.per_channel_kernel,
-            "kernel_initializer": keras.initializers.serialize(self.kernel_initializer),
-            "meta_kernel_size": self.meta_kernel_size,
+            **self.global_local.options(),
         }

@@ -13,13 +13,33 @@ import keras
 from keras import ops
 
 
-def _check_axis(axis):
-    if axis not in (1, 2):
-        raise ValueError(f"axis must be 1 (height) or 2 (width), got {axis!r}.")
+class _Halves(keras.layers.Layer):
+    """What :class:`SplitPatches` and :class:`MergePatches` share: the ``axis`` (1 for
+    height, 2 for width) along which an image is cut in two halves stacked along the
+    batch, and the shapes that follow. ``to_batch`` is True for the split (batch doubles,
+    ``axis`` halves) and False for the merge (the inverse)."""
+
+    to_batch = True
+
+    def __init__(self, axis, **kwargs):
+        super().__init__(**kwargs)
+        if axis not in (1, 2):
+            raise ValueError(f"axis must be 1 (height) or 2 (width), got {axis!r}.")
+        self.axis = axis
+
+    def compute_output_shape(self, input_shape):
+        shape = list(input_shape)
+        grow, shrink = (0, self.axis) if self.to_batch else (self.axis, 0)
+        shape[grow] = None if shape[grow] is None else 2 * shape[grow]
+        shape[shrink] = None if shape[shrink] is None else shape[shrink] // 2
+        return tuple(shape)
+
+    def get_config(self):
+        return {**super().get_config(), "axis": self.axis}
 
 
 @keras.saving.register_keras_serializable(package="tfdeblur")
-class SplitPatches(keras.layers.Layer):
+class SplitPatches(_Halves):
     """Cuts ``(B, H, W, C)`` into two non-overlapping halves stacked along the batch.
 
     ``axis=1`` gives the top halves then the bottom halves, ``(2B, H/2, W, C)``;
@@ -33,11 +53,6 @@ class SplitPatches(keras.layers.Layer):
         axis: 1 (height) or 2 (width).
     """
 
-    def __init__(self, axis, **kwargs):
-        super().__init__(**kwargs)
-        _check_axis(axis)
-        self.axis = axis
-
     def call(self, inputs):
         # An even split (TFLite SPLIT, ONNX Split) rather than slices at a computed
         # half: with dynamic H, W the halves' sizes then follow from the input shape,
@@ -46,38 +61,17 @@ class SplitPatches(keras.layers.Layer):
         first, second = ops.split(inputs, 2, axis=self.axis)
         return ops.concatenate([first, second], axis=0)
 
-    def compute_output_shape(self, input_shape):
-        shape = list(input_shape)
-        shape[0] = None if shape[0] is None else 2 * shape[0]
-        shape[self.axis] = None if shape[self.axis] is None else shape[self.axis] // 2
-        return tuple(shape)
-
-    def get_config(self):
-        return {**super().get_config(), "axis": self.axis}
-
 
 @keras.saving.register_keras_serializable(package="tfdeblur")
-class MergePatches(keras.layers.Layer):
+class MergePatches(_Halves):
     """Inverse of :class:`SplitPatches`: ``(2B, ...)`` halves stitched back along ``axis``.
 
     Args:
         axis: 1 (height) or 2 (width).
     """
 
-    def __init__(self, axis, **kwargs):
-        super().__init__(**kwargs)
-        _check_axis(axis)
-        self.axis = axis
+    to_batch = False
 
     def call(self, inputs):
         first, second = ops.split(inputs, 2, axis=0)
         return ops.concatenate([first, second], axis=self.axis)
-
-    def compute_output_shape(self, input_shape):
-        shape = list(input_shape)
-        shape[0] = None if shape[0] is None else shape[0] // 2
-        shape[self.axis] = None if shape[self.axis] is None else 2 * shape[self.axis]
-        return tuple(shape)
-
-    def get_config(self):
-        return {**super().get_config(), "axis": self.axis}

@@ -10,7 +10,30 @@ from __future__ import annotations
 
 import keras
 
-from keras_layers.initializers import fresh_initializer
+from keras_layers.initializers import sublayer_conv
+
+
+def residual_convs(layer, input_shape):
+    """The two convolutions of a residual block, ``conv1`` and ``conv2``, built.
+
+    Both keep the channels of ``input_shape`` (the block's ``x``), with the ``"same"``
+    padding, ``kernel_size`` and a fresh instance of the ``kernel_initializer`` of
+    ``layer`` (the block that owns them, also giving their dtype policy). Shared by
+    :class:`ResBlock` and SAPHN's :class:`keras_layers.GlobalLocalResBlock`.
+
+    Raises:
+        ValueError: the channel count of ``input_shape`` is unknown.
+    """
+    channels = input_shape[-1]
+    if channels is None:
+        raise ValueError(f"{type(layer).__name__} needs a known channel count, got {input_shape}.")
+    convs = tuple(
+        sublayer_conv(layer, channels, layer.kernel_size, name, padding="same")
+        for name in ("conv1", "conv2")
+    )
+    for conv in convs:
+        conv.build(input_shape)
+    return convs
 
 
 @keras.saving.register_keras_serializable(package="tfdeblur")
@@ -48,22 +71,7 @@ class ResBlock(keras.layers.Layer):
             )
 
     def build(self, input_shape):
-        channels = input_shape[-1]
-        if channels is None:
-            raise ValueError(f"ResBlock needs a known channel count, got {input_shape}.")
-        self.conv1, self.conv2 = (
-            keras.layers.Conv2D(
-                channels,
-                self.kernel_size,
-                padding="same",
-                kernel_initializer=fresh_initializer(self.kernel_initializer),
-                dtype=self.dtype_policy,
-                name=name,
-            )
-            for name in ("conv1", "conv2")
-        )
-        self.conv1.build(input_shape)
-        self.conv2.build(input_shape)
+        self.conv1, self.conv2 = residual_convs(self, input_shape)
 
     def call(self, inputs):
         return inputs + self.conv2(self.act(self.conv1(inputs)))

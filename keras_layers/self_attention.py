@@ -14,7 +14,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from keras_layers.initializers import fresh_initializer
+from keras_layers.initializers import sublayer_conv
 
 
 @keras.saving.register_keras_serializable(package="tfdeblur")
@@ -80,19 +80,10 @@ class SelfAttention2D(keras.layers.Layer):
             )
         inner = channels // self.reduction
 
-        def conv(filters, name):
-            return keras.layers.Conv2D(
-                filters,
-                1,
-                kernel_initializer=fresh_initializer(self.kernel_initializer),
-                dtype=self.dtype_policy,
-                name=name,
-            )
-
-        self.query_conv = conv(inner, "query_conv")
-        self.key_conv = conv(inner, "key_conv")
-        self.value_conv = conv(inner, "value_conv")
-        self.output_conv = conv(channels, "output_conv")
+        self.query_conv = sublayer_conv(self, inner, 1, "query_conv")
+        self.key_conv = sublayer_conv(self, inner, 1, "key_conv")
+        self.value_conv = sublayer_conv(self, inner, 1, "value_conv")
+        self.output_conv = sublayer_conv(self, channels, 1, "output_conv")
         for layer in (self.query_conv, self.key_conv, self.value_conv):
             layer.build(input_shape)
         self.output_conv.build(tuple(input_shape[:-1]) + (inner,))

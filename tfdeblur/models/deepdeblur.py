@@ -14,7 +14,7 @@ from __future__ import annotations
 import keras
 
 from keras_layers import CropToReference, GaussianPyramid, PixelShuffle, ResBlock
-from tfdeblur.models.recipes import demo_recipe
+from tfdeblur.models.recipes import AUGMENTATIONS, augmentation, demo_recipe
 from tfdeblur.models.registry import register_model
 
 # Sec. 3.1: K = 3 scales, 40 convolutions per scale (1 + 19 ResBlocks x 2 + 1), 64 feature
@@ -68,13 +68,7 @@ TRAIN_PAPER = {
     },
     "iterations": 900000,
     "loss": {"multiscale_mse": 1.0, "adversarial": 1e-4},
-    "augment": {
-        "flip": True,
-        "rotate": True,
-        "channel_shuffle": True,
-        "saturation": True,
-        "noise": True,
-    },
+    "augment": augmentation(*AUGMENTATIONS),
     "blur_key": "blur_gamma",
     "data": "images",
     "validate_every": 10,
@@ -85,14 +79,12 @@ TRAIN_PAPER = {
 # scale (``nn.L1Loss``, a mean) summed over scales, Adam(1e-4, betas 0.9/0.999, eps 1e-8),
 # batch 16, 256x256 patches, lr x0.5 at epochs 500/750/900, 1000 epochs; an epoch is one
 # random patch from each of the 2103 training pairs; same augmentation as the paper
-# (``src/data/common.py``); ``blur_gamma``. The official loss is in [0, 255] units, ours
+# (``src/data/common.py``), ``blur_gamma``, validation: the paper recipe's. The official loss is in [0, 255] units, ours
 # in [0, 1]: a constant factor of 255 that Adam's update ignores (up to epsilon).
 TRAIN_OFFICIAL = {
+    **{key: value for key, value in TRAIN_PAPER.items() if key != "iterations"},
     "batch_size": 16,
-    "patch_size": 256,
-    "optimizer": "adam",
     "learning_rate": 1e-4,
-    "adam": {"beta_1": 0.9, "beta_2": 0.999, "epsilon": 1e-8},
     "lr_schedule": {
         "type": "multistep",
         "milestones": [500, 750, 900],
@@ -101,17 +93,6 @@ TRAIN_OFFICIAL = {
     },
     "epochs": 1000,
     "loss": {"multiscale_l1": 1.0},
-    "augment": {
-        "flip": True,
-        "rotate": True,
-        "channel_shuffle": True,
-        "saturation": True,
-        "noise": True,
-    },
-    "blur_key": "blur_gamma",
-    "data": "images",
-    "validate_every": 10,
-    "max_val_images": 100,
 }
 
 # ``--data demo``: the official recipe (multi-scale L1, its augmentation, ``blur_gamma``)

@@ -23,14 +23,7 @@ PAPER = {
     "lc_method": "depthwise",
 }
 
-TINY = {
-    "widths": [4, 8, 8],
-    "num_res_blocks": 1,
-    "num_lc_blocks": 1,
-    "squeeze_ratio": 2,
-    "window_size": 3,
-    "lc_method": "depthwise",
-}
+TINY = {**PAPER, "widths": [4, 8, 8], "num_res_blocks": 1, "num_lc_blocks": 1, "window_size": 3}
 
 # Sec. 3.1. "epochs" are passes over the 2103 GOPRO training pairs, one random
 # 200x200 crop of each per pass (the usual reading; the paper does not define it).

@@ -5,6 +5,18 @@ from __future__ import annotations
 from collections.abc import Mapping
 from typing import Any
 
+#: The data augmentation switches of a training recipe's ``augment`` section.
+AUGMENTATIONS = ("flip", "rotate", "channel_shuffle", "saturation", "noise")
+
+
+def augmentation(*enabled: str) -> dict[str, bool]:
+    """A recipe's ``augment`` section: the switches named in ``enabled`` on, every other
+    one of :data:`AUGMENTATIONS` off (all five written out, so a recipe states them)."""
+    unknown = sorted(set(enabled) - set(AUGMENTATIONS))
+    if unknown:
+        raise ValueError(f"unknown augmentation(s) {unknown}; known: {AUGMENTATIONS}.")
+    return {name: name in enabled for name in AUGMENTATIONS}
+
 
 def demo_recipe(
     base: Mapping[str, Any], iterations: int, validations: int = 5, **changes: Any

@@ -22,7 +22,7 @@ from keras_layers import (
     PadToMultiple,
     SplitPatches,
 )
-from tfdeblur.models.recipes import demo_recipe
+from tfdeblur.models.recipes import augmentation, demo_recipe
 from tfdeblur.models.registry import register_model
 
 PAPER = {
@@ -36,12 +36,12 @@ PAPER = {
 
 # Two scales keep the training graph small (its first trace dominates test time).
 TINY = {
+    **PAPER,
     "widths": [4, 8],
     "encoder_blocks": 1,
     "decoder_blocks": 1,
     "attention_maps": 4,
     "filter_size": 3,
-    "meta_filters": None,
 }
 
 # Sec. 3.1: "batch-size of 6 and patch-size of 256 x 256. Adam ... initial learning rate
@@ -59,13 +59,7 @@ TRAIN_PAPER = {
     "lr_schedule": {"type": "step", "step_size": 200_000, "unit": "iterations", "factor": 0.5},
     "iterations": 1_000_000,
     "loss": {"mse": 1.0},
-    "augment": {
-        "flip": False,
-        "rotate": False,
-        "channel_shuffle": False,
-        "saturation": False,
-        "noise": False,
-    },
+    "augment": augmentation(),
     "blur_key": "blur",
     "data": "images",
     "validate_every": 20,

@@ -44,6 +44,8 @@ use a 24 GB GPU, ``--mixed-precision``, or ``--batch-size 8`` for images (~7.9 G
 
 from __future__ import annotations
 
+from typing import Any
+
 import keras
 
 from keras_layers import (
@@ -55,7 +57,7 @@ from keras_layers import (
     ResBlock,
     SelfAttention2D,
 )
-from tfdeblur.models.recipes import demo_recipe
+from tfdeblur.models.recipes import augmentation, demo_recipe
 from tfdeblur.models.registry import register_model
 
 # The encoder halves the resolution twice; every H x W is padded to a multiple of 4
@@ -114,13 +116,7 @@ TRAIN_PAPER = {
     },
     "epochs": 2000,
     "loss": {"mse": 1.0},
-    "augment": {
-        "flip": True,
-        "rotate": False,
-        "channel_shuffle": False,
-        "saturation": False,
-        "noise": False,
-    },
+    "augment": augmentation("flip"),
     "blur_key": "blur",
     "data": "images",
     "validate_every": 10,
@@ -171,7 +167,24 @@ TRAIN_VIDEO_DEMO = demo_recipe(
 )
 
 
-def _validate(base_channels, num_res_blocks, num_mid_blocks, num_drms, attention_reduction):
+def _net_config(**net):
+    """The network keywords of :func:`sarn` (its defaults, the paper's, where left out),
+    checked; what :func:`_net_e` takes. The video builders take them as ``**net``.
+
+    Raises:
+        TypeError: an unknown keyword.
+        ValueError: a value out of range.
+    """
+    unknown = sorted(set(net) - set(PAPER))
+    if unknown:
+        raise TypeError(f"unknown SARN network keyword(s) {unknown}; known: {sorted(PAPER)}.")
+    net = {**PAPER, **net}
+    net["use_attention"], net["mid_conv"] = bool(net["use_attention"]), bool(net["mid_conv"])
+    _validate(**net)
+    return net
+
+
+def _validate(base_channels, num_res_blocks, num_mid_blocks, num_drms, attention_reduction, **_):
     for name, value, low in (
         ("base_channels", base_channels, 1),
         ("num_res_blocks", num_res_blocks, 0),
@@ -321,29 +334,22 @@ def sarn(
         A functional ``keras.Model`` mapping ``(B, H, W, 3)`` in [0, 1] to
         ``(B, H, W, 3)``, unclamped.
     """
-    _validate(base_channels, num_res_blocks, num_mid_blocks, num_drms, attention_reduction)
+    net = _net_config(
+        base_channels=base_channels, num_res_blocks=num_res_blocks,
+        num_mid_blocks=num_mid_blocks, num_drms=num_drms, use_attention=use_attention,
+        attention_reduction=attention_reduction, attention_pool=attention_pool,
+        mid_conv=mid_conv,
+    )  # fmt: skip
     inputs = keras.Input(shape=(None, None, 3), name="blurry")
     x = PadToMultiple(MULTIPLE, name="pad")(inputs)
-    x, skips = _net_e(
-        x, base_channels, num_res_blocks, num_mid_blocks, num_drms, bool(use_attention),
-        attention_reduction, attention_pool, bool(mid_conv),
-    )  # fmt: skip
+    x, skips = _net_e(x, **net)
     x = _net_d(x, skips, base_channels, num_res_blocks)
     outputs = CropToReference(name="crop")([x, inputs])
     return keras.Model(inputs, outputs, name=name)
 
 
 def build_video_step(
-    base_channels: int = 32,
-    num_res_blocks: int = 3,
-    num_mid_blocks: int = 6,
-    num_drms: int = 6,
-    use_attention: bool = True,
-    attention_reduction: int = 8,
-    attention_pool: int = 4,
-    lstm_filters: int = 64,
-    mid_conv: bool = True,
-    name: str = "sarn_video_step",
+    lstm_filters: int = 64, name: str = "sarn_video_step", **net: Any
 ) -> keras.Model:
     """One time step of the SARN video network, eq. (7), as a functional model.
 
@@ -371,27 +377,25 @@ def build_video_step(
     :func:`sarn`): 3,828,000 parameters, 15.31 MB.
 
     Args:
-        base_channels, num_res_blocks, num_mid_blocks, num_drms, use_attention,
-        attention_reduction, attention_pool, mid_conv: as :func:`sarn`.
         lstm_filters: channels of the ConvLSTM state. Default 64.
         name: model name.
+        **net: the network's keywords, as :func:`sarn` takes them (``base_channels``,
+            ``num_res_blocks``, ``num_mid_blocks``, ``num_drms``, ``use_attention``,
+            ``attention_reduction``, ``attention_pool``, ``mid_conv``) with its defaults.
 
     Returns:
         A functional ``keras.Model`` ``[frames, h, c] -> [estimate, h, c]``.
     """
-    _validate(base_channels, num_res_blocks, num_mid_blocks, num_drms, attention_reduction)
+    net = _net_config(**net)
     if not isinstance(lstm_filters, int) or lstm_filters < 1:
         raise ValueError(f"lstm_filters must be a positive integer, got {lstm_filters!r}.")
     frames = keras.Input(shape=(None, None, 15), name="frames")
     h = keras.Input(shape=(None, None, lstm_filters), name="h")
     c = keras.Input(shape=(None, None, lstm_filters), name="c")
     x = PadToMultiple(MULTIPLE, name="pad")(frames)
-    x, skips = _net_e(
-        x, base_channels, num_res_blocks, num_mid_blocks, num_drms, bool(use_attention),
-        attention_reduction, attention_pool, bool(mid_conv),
-    )  # fmt: skip
+    x, skips = _net_e(x, **net)
     h_new, c_new = ConvLSTMCell2D(lstm_filters, 3, name="conv_lstm")([x, h, c])
-    x = _net_d(h_new, skips, base_channels, num_res_blocks)
+    x = _net_d(h_new, skips, net["base_channels"], net["num_res_blocks"])
     estimate = CropToReference(name="crop")([x, frames])
     return keras.Model([frames, h, c], [estimate, h_new, c_new], name=name)
 
@@ -407,18 +411,7 @@ def build_video_step(
     description="SARN video (AAAI 2020): 5-frame early fusion, ConvLSTM and frame-level "
     "recurrence, 31.15 dB on DVD",
 )
-def sarn_video(
-    base_channels: int = 32,
-    num_res_blocks: int = 3,
-    num_mid_blocks: int = 6,
-    num_drms: int = 6,
-    use_attention: bool = True,
-    attention_reduction: int = 8,
-    attention_pool: int = 4,
-    lstm_filters: int = 64,
-    mid_conv: bool = True,
-    name: str = "sarn_video",
-) -> keras.Model:
+def sarn_video(lstm_filters: int = 64, name: str = "sarn_video", **net: Any) -> keras.Model:
     """Build the SARN video network over clips (sec. 2.2, eq. 7).
 
     A functional model mapping a blurry clip ``(B, T, H, W, 3)`` (any T, H, W) to the
@@ -437,10 +430,7 @@ def sarn_video(
 
     Args: as :func:`build_video_step`.
     """
-    step = build_video_step(
-        base_channels, num_res_blocks, num_mid_blocks, num_drms, use_attention,
-        attention_reduction, attention_pool, lstm_filters, mid_conv, name="step",
-    )  # fmt: skip
+    step = build_video_step(lstm_filters, name="step", **net)
     clips = keras.Input(shape=(None, None, None, 3), name="blurry_clip")
     outputs = FrameRecurrence(step, 2, 2, MULTIPLE, name="recurrence")(clips)
     return keras.Model(clips, outputs, name=name)
