@@ -1,4 +1,5 @@
-"""Video in tfdeblur: reading, streaming deblurring and writing, in one place.
+"""Deblurring videos and folders of frames, streaming; reading and writing the files is
+:mod:`tfdeblur.data.video_io`.
 
 Python::
 
